@@ -1,1 +1,5 @@
-"""geopeft.models."""
+"""Models: PEFT backbones assembled with task heads."""
+
+from .classifier import PEFTClassifier
+
+__all__ = ('PEFTClassifier',)

@@ -1,1 +1,5 @@
-"""geopeft.tasks."""
+"""Lightning tasks: TorchGeo tasks whose backbones are PEFT-adapted."""
+
+from .classification import PEFTClassification
+
+__all__ = ('PEFTClassification',)

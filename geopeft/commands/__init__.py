@@ -1,0 +1,1 @@
+"""geopeft's own sub-commands (everything but the Lightning ones)."""

@@ -1,0 +1,86 @@
+"""The ``geopeft`` command.
+
+``geopeft fit|validate|test|predict`` is TorchGeo's LightningCLI in which geopeft's
+tasks and datamodules (and TorchGeo's own) resolve by bare class name. The other
+sub-commands are geopeft's own tools:
+
+* ``geopeft params``: parameter report of a PEFT model;
+* ``geopeft export-adapter``: adapter-only file from a Lightning checkpoint;
+* ``geopeft bench peft``: PEFT methods side by side (time, memory, size);
+* ``geopeft seeds``: a split protocol over several seeds (mean +- std);
+* ``geopeft demo``: the offline end-to-end demonstration (the main job).
+"""
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from lightning.pytorch.cli import ArgsType, LightningCLI
+from torchgeo.datamodules import BaseDataModule
+from torchgeo.tasks import BaseTask
+
+# Import so that classes are referenced by bare class name in configs.
+from geopeft import __version__
+
+_RASTERIO_BEST_PRACTICES = {
+    'GDAL_DISABLE_READDIR_ON_OPEN': 'EMPTY_DIR',
+    'AWS_NO_SIGN_REQUEST': 'YES',
+    'GDAL_MAX_RAW_BLOCK_CACHE_SIZE': '200000000',
+    'GDAL_SWATH_SIZE': '200000000',
+    'VSI_CURL_CACHE_SIZE': '200000000',
+}
+
+
+def _tools() -> dict[str, Callable[[Sequence[str]], int]]:
+    from .commands import bench, demo, export, params, seeds
+
+    return {
+        'params': params.main,
+        'export-adapter': export.main,
+        'bench': bench.main,
+        'demo': demo.main,
+        'seeds': seeds.main,
+    }
+
+
+def lightning_cli(args: ArgsType = None) -> LightningCLI:
+    """Run TorchGeo's LightningCLI with geopeft's classes available.
+
+    Args:
+        args: Command-line arguments (``sys.argv[1:]`` when None).
+
+    Returns:
+        The CLI object.
+    """
+    os.environ.update(_RASTERIO_BEST_PRACTICES)
+    return LightningCLI(
+        model_class=BaseTask,
+        datamodule_class=BaseDataModule,
+        seed_everything_default=0,
+        parser_kwargs={'version': __version__},
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={'overwrite': True},
+        args=args,
+    )
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Entry point of the ``geopeft`` command.
+
+    Args:
+        args: Command-line arguments (``sys.argv[1:]`` when None).
+
+    Returns:
+        Process exit status.
+    """
+    argv = list(sys.argv[1:] if args is None else args)
+    tools = _tools()
+    if argv and argv[0] in tools:
+        return tools[argv[0]](argv[1:])
+    lightning_cli(argv)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

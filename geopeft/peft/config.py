@@ -1,0 +1,148 @@
+"""The PEFT configuration: one method name plus its options."""
+
+import dataclasses
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+#: Every PEFT method :func:`~geopeft.peft.apply_peft` knows.
+METHODS = (
+    'full',
+    'linear',
+    'bitfit',
+    'adapter',
+    'lora',
+    'prompt',
+    'eqam',
+    'capm',
+    'upetu',
+)
+
+#: Allowed Q-Linear bit widths; 32 is an ordinary full-precision linear layer.
+BITS = (1, 2, 4, 8, 32)
+
+
+def _suggestion(value: str, choices: tuple[str, ...]) -> str:
+    """Return a ``did you mean`` hint for a misspelt choice, or an empty string."""
+    close = difflib.get_close_matches(value, choices, n=1)
+    return f' Did you mean "{close[0]}"?' if close else ''
+
+
+@dataclass
+class PEFTConfig:
+    """How to adapt a backbone: a method and its options.
+
+    The same fields work from Python and from YAML (a mapping of these fields).
+
+    Attributes:
+        method: One of :data:`METHODS`.
+        bits: Q-Linear bit width of EQAM (``eqam``, ``upetu``), one of
+            ``1, 2, 4, 8, 32``; 32 is an ordinary full-precision linear layer.
+        hidden: Adapter bottleneck width; ``None`` is the method default (EQAM 16,
+            fp32 ``adapter`` 64).
+        scale: Adapter output scale *s*; ``None`` is the method default (EQAM 1.0,
+            ``adapter`` 0.1).
+        learn_scale: Learn *s* as one scalar per adapter (initialised to *scale*).
+        prompt_size: Side *k* of the ``C x k x k`` prompts of CAPM and of the
+            convolutional ``prompt`` baseline.
+        prompt_tokens: Prompt tokens per block for the ``prompt`` method on ViT
+            backbones (VPT-deep).
+        lora_r: LoRA rank.
+        lora_alpha: LoRA scaling numerator (the update is scaled by
+            ``lora_alpha / lora_r``).
+        lora_dropout: Dropout on the LoRA input.
+        target_modules: LoRA target module names (HF ``peft`` matching: a full name
+            or a name suffix); ``None`` targets every ``nn.Linear`` and 1x1
+            ``nn.Conv2d`` inside the backbone's blocks.
+    """
+
+    method: str = 'upetu'
+    bits: int = 1
+    hidden: int | None = None
+    scale: float | None = None
+    learn_scale: bool = False
+    prompt_size: int = 4
+    prompt_tokens: int = 8
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    target_modules: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        """Validate the fields.
+
+        Raises:
+            ValueError: If the method, the bit width or a size is invalid.
+        """
+        if self.method not in METHODS:
+            msg = (
+                f'Unknown PEFT method "{self.method}".'
+                f'{_suggestion(self.method, METHODS)} '
+                f'Valid methods: {", ".join(METHODS)}.'
+            )
+            raise ValueError(msg)
+        if self.bits not in BITS:
+            msg = (
+                f'bits must be one of {", ".join(map(str, BITS))} (32 = full-precision '
+                f'linear), got {self.bits}.'
+            )
+            raise ValueError(msg)
+        for field in ('hidden', 'prompt_size', 'prompt_tokens', 'lora_r'):
+            value = getattr(self, field)
+            if value is not None and value < 1:
+                msg = f'{field} must be >= 1, got {value}.'
+                raise ValueError(msg)
+        if not 0.0 <= self.lora_dropout < 1.0:
+            msg = f'lora_dropout must be in [0, 1), got {self.lora_dropout}.'
+            raise ValueError(msg)
+
+    @classmethod
+    def from_any(
+        cls, value: 'PEFTConfig | str | Mapping[str, Any] | None'
+    ) -> 'PEFTConfig':
+        """Build a configuration from any accepted form.
+
+        Args:
+            value: A config (returned as is), a method name, a mapping of fields or
+                ``None`` (the default config, UPetu).
+
+        Returns:
+            The validated configuration.
+
+        Raises:
+            ValueError: On an unknown method, option or an invalid value.
+            TypeError: If *value* has another type.
+        """
+        if value is None:
+            return cls()
+        if isinstance(value, PEFTConfig):
+            return value
+        if isinstance(value, str):
+            return cls(method=value)
+        if isinstance(value, Mapping):
+            names = tuple(field.name for field in dataclasses.fields(cls))
+            for key in value:
+                if key not in names:
+                    msg = (
+                        f'Unknown PEFT option "{key}".{_suggestion(str(key), names)} '
+                        f'Valid options: {", ".join(names)}.'
+                    )
+                    raise ValueError(msg)
+            options = dict(value)
+            if options.get('target_modules') is not None:
+                options['target_modules'] = list(options['target_modules'])
+            return cls(**options)
+        msg = (
+            'A PEFT config must be a PEFTConfig, a method name, a mapping or None, '
+            f'got {type(value).__name__}.'
+        )
+        raise TypeError(msg)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fields as a plain (YAML/JSON-serialisable) dictionary.
+
+        Returns:
+            A mapping that :meth:`from_any` turns back into an equal config.
+        """
+        return dataclasses.asdict(self)

@@ -1,0 +1,169 @@
+"""End-to-end CLI tests on tiny generated data (the way TorchGeo tests its tasks)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torchgeo.main import main as torchgeo_main
+
+from geopeft.main import main
+from geopeft.tasks import PEFTClassification
+
+CONF = Path(__file__).parent / 'conf'
+
+
+def _trainer_args(root: Path, tmp_path: Path) -> list[str]:
+    return [
+        '--data.init_args.root',
+        str(root),
+        '--trainer.accelerator',
+        'cpu',
+        '--trainer.max_epochs',
+        '1',
+        '--trainer.log_every_n_steps',
+        '1',
+        '--trainer.default_root_dir',
+        str(tmp_path),
+    ]
+
+
+def test_geopeft_fit_test_predict(scene_root: Path, tmp_path: Path) -> None:
+    args = [
+        '--config',
+        str(CONF / 'scene_folder.yaml'),
+        *_trainer_args(scene_root, tmp_path),
+    ]
+    main(['fit', *args])
+    ckpts = sorted(tmp_path.rglob('*.ckpt'))
+    assert ckpts, 'fit wrote no checkpoint'
+    main(['validate', *args, '--ckpt_path', str(ckpts[-1])])
+    main(['test', *args, '--ckpt_path', str(ckpts[-1])])
+    main(['predict', *args, '--ckpt_path', str(ckpts[-1])])
+
+
+def test_torchgeo_fit_full_class_paths(scene_root: Path, tmp_path: Path) -> None:
+    args = [
+        '--config',
+        str(CONF / 'scene_folder_torchgeo.yaml'),
+        *_trainer_args(scene_root, tmp_path),
+    ]
+    torchgeo_main(['fit', *args])
+    ckpts = sorted(tmp_path.rglob('*.ckpt'))
+    assert ckpts
+    task = PEFTClassification.load_from_checkpoint(ckpts[-1], weights_only=True)
+    assert task.peft_config.method == 'lora'
+    # The same YAML works with the geopeft command too.
+    main(['test', *args, '--ckpt_path', str(ckpts[-1])])
+
+
+def test_export_adapter_reproduces_logits(
+    scene_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A "pretrained" backbone saved to a local file, so it can be rebuilt exactly.
+    torch.manual_seed(0)
+    reference = PEFTClassification(model='convnext_atto', num_classes=3, peft='full')
+    weights = tmp_path / 'pretrained.pth'
+    torch.save(reference.model.backbone.model.state_dict(), weights)
+
+    args = [
+        '--config',
+        str(CONF / 'scene_folder.yaml'),
+        '--model.init_args.weights',
+        str(weights),
+        *_trainer_args(scene_root, tmp_path),
+    ]
+    main(['fit', *args])
+    ckpt = sorted(tmp_path.rglob('*.ckpt'))[-1]
+    adapter = tmp_path / 'adapter.safetensors'
+    assert main(['export-adapter', str(ckpt), str(adapter)]) == 0
+    assert 'bytes' in capsys.readouterr().out
+    assert adapter.stat().st_size < 100_000
+
+    trained = PEFTClassification.load_from_checkpoint(ckpt, weights_only=True).eval()
+    rebuilt = PEFTClassification(
+        model='convnext_atto',
+        weights=str(weights),
+        num_classes=3,
+        peft={'method': 'upetu', 'bits': 1},
+        adapter=str(adapter),
+    ).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        assert torch.equal(trained(x), rebuilt(x))
+
+
+def test_params_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(['params', '--backbone', 'convnext_atto', '--num-classes', '5', '--json'])
+        == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    for key in ('total', 'trainable', 'trainable_percent', 'adapter_bytes'):
+        assert key in report
+    assert 0 < report['trainable'] < report['total']
+    assert report['trainable_percent'] == pytest.approx(
+        100 * report['trainable'] / report['total']
+    )
+
+
+def test_params_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(['params', '--backbone', 'resnet18', '--peft', 'linear']) == 0
+    out = capsys.readouterr().out
+    assert 'resnet18' in out and 'head' in out
+
+
+def test_unknown_method_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match='upeto'):
+        main(['params', '--backbone', 'resnet18', '--peft', 'upeto'])
+
+
+def test_bench_peft_json(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        'bench',
+        'peft',
+        '--backbone',
+        'convnext_atto',
+        '--methods',
+        'linear',
+        'upetu',
+        '--batch-size',
+        '2',
+        '--image-size',
+        '32',
+        '--steps',
+        '1',
+        '--warmup',
+        '0',
+        '--json',
+        '--device',
+        'cpu',
+    ]
+    assert main(argv) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [row['method'] for row in rows] == ['linear', 'upetu']
+    for row in rows:
+        assert row['step_ms'] > 0 and row['peak_mb'] >= 0
+        assert row['adapter_ratio'] < 0.1
+
+
+def test_seeds_reports_mean_and_std(
+    scene_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / 'seeds.json'
+    argv = [
+        'seeds',
+        '--config',
+        str(CONF / 'scene_folder.yaml'),
+        '--seeds',
+        '0',
+        '1',
+        '--out',
+        str(out),
+        *_trainer_args(scene_root, tmp_path),
+    ]
+    assert main(argv) == 0
+    assert '+-' in capsys.readouterr().out
+    payload = json.loads(out.read_text())
+    assert len(payload['scores']) == 2
+    assert all(0 <= s <= 1 for s in payload['scores'])
