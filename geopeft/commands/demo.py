@@ -137,6 +137,7 @@ def run_method(
         'best_checkpoint': checkpoint.best_model_path,
         'train_seconds': train_seconds,
         'confusion': confusion.tolist(),
+        'classes': list(datamodule.classes),
     }
 
 

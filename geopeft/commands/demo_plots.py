@@ -79,6 +79,9 @@ def plot_results(summary: dict[str, Any], path: Path) -> None:
         ax.set_title(
             f'{row["method"]}: {100 * row["test_accuracy"]:.1f} % (rows: truth)'
         )
+        ticks = range(len(row['classes']))
+        ax.set_xticks(ticks, row['classes'], rotation=60, ha='right', fontsize=7)
+        ax.set_yticks(ticks, row['classes'], fontsize=7)
         ax.set_xlabel('predicted class')
         ax.set_ylabel('true class')
     fig.suptitle(summary['data'][:120], fontsize=9)
