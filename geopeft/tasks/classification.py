@@ -116,6 +116,28 @@ class PEFTClassification(Classification):
         if self.adapter is not None:
             load_adapter(self.model, self.adapter)
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Check that the checkpoint's head fits this task before loading it.
+
+        Args:
+            checkpoint: The Lightning checkpoint being restored.
+
+        Raises:
+            ValueError: If the checkpoint's head has another number of outputs.
+        """
+        weight = checkpoint.get('state_dict', {}).get('model.head.weight')
+        head = self.model.head
+        if weight is not None and tuple(weight.shape) != tuple(head.weight.shape):
+            msg = (
+                f'The checkpoint has a {weight.shape[0]}-output head on '
+                f'{weight.shape[1]} features, but this task was built with '
+                f'{head.out_features} outputs on {head.in_features}: set '
+                f'num_classes={weight.shape[0]} (and the same backbone) to resume '
+                'it, or pass the checkpoint as weights=<path> to reuse only its '
+                'backbone with a new head.'
+            )
+            raise ValueError(msg)
+
     def configure_optimizers(self) -> OptimizerLRScheduler:
         """Build AdamW over the trainable parameters and the chosen schedule.
 

@@ -55,3 +55,11 @@ def test_training_step_reduces_loss_on_a_fixed_batch() -> None:
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+def test_checkpoint_with_another_head_size_is_a_clear_error() -> None:
+    saved = PEFTClassification(model='resnet18', num_classes=10, peft='linear')
+    task = PEFTClassification(model='resnet18', num_classes=21, peft='linear')
+    checkpoint = {'state_dict': saved.state_dict()}
+    with pytest.raises(ValueError, match='num_classes=10'):
+        task.on_load_checkpoint(checkpoint)
