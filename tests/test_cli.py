@@ -167,3 +167,36 @@ def test_seeds_reports_mean_and_std(
     payload = json.loads(out.read_text())
     assert len(payload['scores']) == 2
     assert all(0 <= s <= 1 for s in payload['scores'])
+
+
+def test_demo_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / 'demo'
+    argv = [
+        'demo',
+        '--out',
+        str(out),
+        '--backbone',
+        'convnext_atto',
+        '--weights',
+        'none',
+        '--per-class',
+        '4',
+        '--epochs',
+        '1',
+        '--image-size',
+        '32',
+        '--batch-size',
+        '4',
+        '--accelerator',
+        'cpu',
+    ]
+    assert main(argv) == 0
+    assert 'NOT real imagery' in capsys.readouterr().out
+    summary = json.loads((out / 'metrics.json').read_text())
+    assert [row['method'] for row in summary['results']] == ['upetu', 'linear']
+    for row in summary['results']:
+        assert 0 <= row['test_accuracy'] <= 1
+        assert Path(row['adapter_file']).is_file()
+    assert (out / 'results.png').stat().st_size > 0
+    assert (out / 'samples.png').stat().st_size > 0
+    assert not list(out.glob('.*'))  # no temporary files left behind

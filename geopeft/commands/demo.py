@@ -24,6 +24,7 @@ from torch import Tensor
 from ..datamodules import SceneFolderDataModule
 from ..datasets import generate_synthetic_scenes
 from ..datasets.synthetic_scenes import DESCRIPTION
+from ..io import atomic_write_text
 from ..peft import save_adapter
 from ..tasks import PEFTClassification
 from .demo_plots import plot_results, plot_samples
@@ -200,9 +201,7 @@ def main(argv: Sequence[str]) -> int:
         'image_size': args.image_size,
         'results': results,
     }
-    tmp = out / 'metrics.json.tmp'
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(out / 'metrics.json')
+    atomic_write_text(out / 'metrics.json', json.dumps(summary, indent=2))
     plot_results(summary, out / 'results.png')
 
     print()

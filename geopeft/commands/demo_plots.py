@@ -10,15 +10,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from ..io import atomic_output  # noqa: E402
+
 _EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff')
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
     """Write a figure atomically."""
-    tmp = path.with_suffix('.tmp.png')
-    fig.savefig(tmp, dpi=110, bbox_inches='tight')
+    with atomic_output(path) as temporary:
+        fig.savefig(temporary, format='png', dpi=110, bbox_inches='tight')
     plt.close(fig)
-    tmp.replace(path)
 
 
 def plot_samples(root: Path, path: Path, per_class: int = 4) -> None:

@@ -12,6 +12,8 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..io import atomic_write_text
+
 
 def main(argv: Sequence[str]) -> int:
     """Run the protocol.
@@ -66,7 +68,5 @@ def main(argv: Sequence[str]) -> int:
             'mean': mean,
             'std': std,
         }
-        tmp = args.out.with_suffix('.tmp')
-        tmp.write_text(json.dumps(payload, indent=2))
-        tmp.replace(args.out)
+        atomic_write_text(args.out, json.dumps(payload, indent=2))
     return 0

@@ -23,6 +23,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ..io import atomic_write_text
+
 #: What the dataset is (printed by the demo, stored in the manifest).
 DESCRIPTION = (
     'geopeft synthetic scenes: procedurally generated, aerial-like top-down images '
@@ -699,7 +701,5 @@ def generate_synthetic_scenes(
             Image.fromarray(image).save(folder / _file_name(name, index))
             bar.update()
     bar.close()
-    tmp = root / f'{MANIFEST}.tmp'
-    tmp.write_text(json.dumps(manifest, indent=2))
-    tmp.replace(root / MANIFEST)
+    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=2))
     return root

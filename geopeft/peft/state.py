@@ -11,7 +11,6 @@ model's outputs exactly. Files are read with safetensors only, never pickle.
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import torch
 from safetensors import safe_open
 from torch import Tensor, nn
 
+from ..io import atomic_write_bytes
 from .qlinear import QLinear, pack_codes, unpack_codes
 
 #: Version of the adapter file layout.
@@ -194,20 +194,7 @@ def save_adapter(
     Raises:
         ValueError: If *metadata* uses the reserved key ``geopeft``.
     """
-    data = _serialize(model, metadata)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
-    try:
-        with os.fdopen(handle, 'wb') as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return len(data)
+    return atomic_write_bytes(path, _serialize(model, metadata))
 
 
 def _describe(backbones: Mapping[str, Mapping[str, Any]]) -> str:

@@ -1,0 +1,62 @@
+"""Atomic file output: a file appears at its final path complete, or not at all."""
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside *path*; rename it onto *path* on success.
+
+    Parent directories are created. If the block raises, the temporary file is
+    removed and *path* is left as it was.
+
+    Args:
+        path: Final destination.
+
+    Yields:
+        The temporary path to write to.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> int:
+    """Write *data* to *path* atomically, flushed to disk before the rename.
+
+    Args:
+        path: Final destination.
+        data: File contents.
+
+    Returns:
+        Bytes written.
+    """
+    with atomic_output(path) as temporary, open(temporary, 'wb') as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    return len(data)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> int:
+    """Write UTF-8 *text* to *path* atomically.
+
+    Args:
+        path: Final destination.
+        text: File contents.
+
+    Returns:
+        Bytes written.
+    """
+    return atomic_write_bytes(path, text.encode())
