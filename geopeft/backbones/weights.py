@@ -2,15 +2,18 @@
 
 Every source is turned into a state dict keyed like
 ``timm.create_model(name, num_classes=0)`` and checked against the backbone before
-it is loaded, so that a wrong file, architecture or band count fails with a message
-that says what to change.
+it is loaded, so that a wrong file or architecture fails with a message that says
+what to change. Weights pretrained on other bands than the input are adapted
+band-aware (:mod:`geopeft.backbones.bands`).
 """
 
 import difflib
+import logging
 import os
 import sys
+import warnings
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import timm
@@ -20,8 +23,11 @@ from torchgeo.models import get_model_weights, get_weight
 from torchgeo.models import list_models as list_torchgeo_models
 from torchvision.models._api import WeightsEnum
 
+from .bands import adapt_first_layer_weight, canonical_bands, pretrained_bands
 from .checkpoints import CHECKPOINT_SUFFIXES, read_checkpoint
 from .imagenet import imagenet_state_dict
+
+_logger = logging.getLogger(__name__)
 
 #: What a backbone's ``weights`` argument accepts: None/False (random init),
 #: True/``'imagenet'``, a TorchGeo weights enum or its name, or a checkpoint path.
@@ -74,7 +80,6 @@ def resolve_state_dict(
     weights: BackboneWeights,
     *,
     name: str,
-    in_channels: int | None = None,
     model: nn.Module | None = None,
 ) -> dict[str, Tensor] | None:
     """Fetch the state dict that *weights* names, keyed for backbone *name*.
@@ -89,8 +94,6 @@ def resolve_state_dict(
             enum or its name (``'ResNet18_Weights.SENTINEL2_RGB_MOCO'``), or the
             path of a ``.pth``/``.pt``/``.ckpt``/``.bin``/``.safetensors`` file.
         name: timm model name of the backbone.
-        in_channels: Input bands of the backbone; checked against a TorchGeo
-            enum's ``meta['in_chans']`` before downloading. None skips the check.
         model: The timm model the keys are for. Defaults to a parameter-free
             (meta-device) ``timm.create_model(name, num_classes=0)``.
 
@@ -99,8 +102,8 @@ def resolve_state_dict(
 
     Raises:
         ValueError: If *name* is unknown, or *weights* is an unknown string, an
-            unreadable file, or a TorchGeo enum for another architecture or band
-            count.
+            unreadable file, or a TorchGeo enum for another architecture (checked
+            before downloading).
         FileNotFoundError: If a weights file does not exist.
         TypeError: If *weights* has an unsupported type.
     """
@@ -117,7 +120,7 @@ def resolve_state_dict(
     if weights is True or (isinstance(weights, str) and weights.lower() == 'imagenet'):
         state = imagenet_state_dict(name)
     else:
-        state = _read_weights(weights, name=name, in_channels=in_channels)
+        state = _read_weights(weights, name=name)
     state = _strip_prefix(state, reference.keys())
     return {
         k: v
@@ -127,9 +130,23 @@ def resolve_state_dict(
 
 
 def load_backbone_weights(
-    model: nn.Module, weights: BackboneWeights, *, name: str, in_channels: int
+    model: nn.Module,
+    weights: BackboneWeights,
+    *,
+    name: str,
+    in_channels: int,
+    bands: Sequence[str] | None = None,
 ) -> None:
     """Load *weights* into a timm *model*, in place, after checking they fit.
+
+    When the weights were pretrained on other bands than the input (another
+    number, or other names in *bands*), the first layer (every layer of the
+    model's ``pretrained_cfg['first_conv']``) is adapted with
+    :func:`~geopeft.backbones.bands.adapt_first_layer_weight`: matched bands keep
+    their pretrained filters, the others share the mean filter, scaled so the
+    layer keeps its pretrained response. The mapping is logged (logger
+    ``geopeft.backbones.weights``, level INFO); a mapping by position where the
+    weights know their bands also warns, since *bands* would match them by name.
 
     Position embeddings and relative-position tables are resampled (with the
     architecture's own timm checkpoint filter) when the model was built for
@@ -141,19 +158,35 @@ def load_backbone_weights(
         weights: See :func:`resolve_state_dict`; None/False leaves *model* as is.
         name: timm model name of *model*.
         in_channels: Input bands *model* was built for.
+        bands: Names of the input bands, one per channel (see
+            :func:`~geopeft.backbones.bands.canonical_bands`), to match them by
+            name with the bands the weights were pretrained on; None matches by
+            position.
 
     Raises:
-        ValueError: If the weights cannot be found or read, are for another
-            architecture, expect another number of input bands, or their keys or
+        ValueError: If *bands* does not give one known name per input band, or
+            the weights cannot be found or read, are for another architecture,
+            have a first layer that cannot adapt to other bands, or their keys or
             shapes do not match *model*.
+        TypeError: If *bands* is a string rather than a list.
         FileNotFoundError: If a weights file does not exist.
     """
-    state = resolve_state_dict(weights, name=name, in_channels=in_channels, model=model)
+    if bands is not None:
+        _check_bands(bands, in_channels)
+    state = resolve_state_dict(weights, name=name, model=model)
     if state is None:
         return
     source = _describe(weights)
     target = model.state_dict()
-    _check_first_conv(state, target, model, source=source, in_channels=in_channels)
+    _adapt_first_layer(
+        state,
+        target,
+        model,
+        weights,
+        source=source,
+        in_channels=in_channels,
+        bands=bands,
+    )
     if any(k in target and v.shape != target[k].shape for k, v in state.items()):
         state = _fit_input_size(state, model)
     _check_keys(state, target, _classifier_prefixes(model), source=source, name=name)
@@ -161,17 +194,13 @@ def load_backbone_weights(
 
 
 def _read_weights(
-    weights: WeightsEnum | str | os.PathLike[str],
-    *,
-    name: str,
-    in_channels: int | None,
+    weights: WeightsEnum | str | os.PathLike[str], *, name: str
 ) -> dict[str, Tensor]:
     """Read a TorchGeo enum, its name, or a checkpoint file.
 
     Args:
         weights: The enum, its name, or a file path.
         name: timm model name of the backbone.
-        in_channels: Input bands of the backbone, or None to skip that check.
 
     Returns:
         The state dict as stored (prefixes not yet stripped).
@@ -182,7 +211,7 @@ def _read_weights(
         TypeError: For any other type.
     """
     if isinstance(weights, WeightsEnum):
-        _check_enum(weights, name=name, in_channels=in_channels)
+        _check_enum(weights, name=name)
         return weights.get_state_dict(progress=True, weights_only=True)
     if isinstance(weights, os.PathLike):
         return read_checkpoint(weights)
@@ -206,19 +235,21 @@ def _read_weights(
             "ImageNet weights, or a name such as 'ResNet18_Weights.SENTINEL2_RGB_MOCO'."
         )
         raise ValueError(msg) from None
-    return _read_weights(enum, name=name, in_channels=in_channels)
+    return _read_weights(enum, name=name)
 
 
-def _check_enum(weights: WeightsEnum, *, name: str, in_channels: int | None) -> None:
-    """Check a TorchGeo weights enum fits the backbone, before downloading it.
+def _check_enum(weights: WeightsEnum, *, name: str) -> None:
+    """Check a TorchGeo weights enum is for the backbone, before downloading it.
+
+    Other bands than the backbone's are no obstacle: the first layer adapts (see
+    :func:`load_backbone_weights`).
 
     Args:
         weights: The TorchGeo weights.
         name: timm model name of the backbone.
-        in_channels: Input bands of the backbone, or None to skip that check.
 
     Raises:
-        ValueError: If the weights are for another architecture or band count.
+        ValueError: If the weights are for another architecture.
     """
     architecture = weights.meta.get('model')
     base = name.partition('.')[0]
@@ -234,15 +265,6 @@ def _check_enum(weights: WeightsEnum, *, name: str, in_channels: int | None) -> 
         msg = (
             f"{weights} are weights for '{architecture}', not for backbone "
             f"'{name}': {fix}, or choose weights made for '{base}'{suggestion}."
-        )
-        raise ValueError(msg)
-    bands = weights.meta.get('in_chans')
-    if in_channels is not None and bands is not None and bands != in_channels:
-        msg = (
-            f"{weights} take {bands} input bands (meta['in_chans']; bands "
-            f'{weights.meta.get("bands")}), but the backbone was asked for '
-            f'in_channels={in_channels}. Set in_channels={bands}, or choose weights '
-            f'made for {in_channels} bands.'
         )
         raise ValueError(msg)
 
@@ -296,39 +318,114 @@ def _strip_prefix(
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def _check_first_conv(
-    state: Mapping[str, Tensor],
+def _check_bands(bands: Sequence[str], in_channels: int) -> None:
+    """Check *bands* names each input band with a known name.
+
+    Args:
+        bands: Input band names.
+        in_channels: Input bands the backbone is built for.
+
+    Raises:
+        TypeError: If *bands* is a string.
+        ValueError: If a name is unknown or ambiguous, or the count is not
+            *in_channels*.
+    """
+    canonical_bands(bands)
+    if len(bands) != in_channels:
+        msg = (
+            f'bands has {len(bands)} names ({list(bands)}) but in_channels='
+            f'{in_channels}: give one name per input band, in channel order, or '
+            f'set in_channels={len(bands)}.'
+        )
+        raise ValueError(msg)
+
+
+def _adapt_first_layer(
+    state: dict[str, Tensor],
     target: Mapping[str, Tensor],
     model: nn.Module,
+    weights: BackboneWeights,
     *,
     source: str,
     in_channels: int,
+    bands: Sequence[str] | None,
 ) -> None:
-    """Check the weights' first layer takes as many bands as the model.
+    """Adapt the weights' first layer to the input bands, in place.
 
     Args:
-        state: The weights.
+        state: The weights; first-layer tensors are replaced.
         target: State dict of the model.
         model: The timm model (its pretrained config names the first layer).
+        weights: The weights argument (it tells the pretrained bands).
         source: The weights, in words.
         in_channels: Input bands the model was built for.
+        bands: Input band names, or None.
 
     Raises:
-        ValueError: If the band counts differ.
+        ValueError: If a first layer needs adapting but does not read one channel
+            per input band.
     """
+    pretrained = pretrained_bands(weights)
+    adapted_layers, mapping = [], []
     for layer in _cfg_names(model, 'first_conv'):
         key = f'{layer}.weight'
-        if key not in state or key not in target or state[key].ndim < 2:
+        if key not in state or key not in target:
             continue
-        bands = state[key].shape[1]
-        if bands != target[key].shape[1]:
+        weight, expected = state[key], target[key]
+        if weight.ndim < 2 or expected.shape[1] != in_channels:
+            if weight.shape == expected.shape:
+                continue
             msg = (
-                f"{source} take {bands} input bands (layer '{key}' has shape "
-                f'{tuple(state[key].shape)}), but the backbone was built with '
-                f'in_channels={in_channels}. Set in_channels={bands}, or use weights '
-                f'pretrained on {in_channels} bands.'
+                f"{source} have a first layer '{key}' of shape "
+                f'{tuple(weight.shape)}, and the backbone built with in_channels='
+                f'{in_channels} has {tuple(expected.shape)}: it does not read one '
+                'channel per band (a convolution [O, C, kh, kw] or linear layer '
+                '[O, C]), so geopeft cannot adapt it to other bands. Build the '
+                'backbone for the bands the weights were pretrained on, or choose '
+                'another architecture.'
             )
             raise ValueError(msg)
+        state[key], mapping = adapt_first_layer_weight(
+            weight, pretrained, bands, in_channels
+        )
+        if mapping:
+            adapted_layers.append(key)
+    if adapted_layers:
+        _report_mapping(
+            mapping,
+            layers=adapted_layers,
+            source=source,
+            guessed=bands is None and pretrained is not None,
+        )
+
+
+def _report_mapping(
+    mapping: list[str], *, layers: list[str], source: str, guessed: bool
+) -> None:
+    """Log a first-layer band mapping; warn when it was matched by position.
+
+    Args:
+        mapping: One line per input band, from ``adapt_first_layer_weight``.
+        layers: Keys of the adapted weights.
+        source: The weights, in words.
+        guessed: Whether the weights know their bands but the input bands were
+            matched by position because no names were given.
+    """
+    _logger.info(
+        '%s: first layer %s adapted to the input bands:\n  %s',
+        source,
+        _quoted(layers),
+        '\n  '.join(mapping),
+    )
+    if guessed:
+        warnings.warn(
+            f'{source} were pretrained on named bands, but the {len(mapping)} input '
+            'bands have no names, so they were matched by position '
+            f'({"; ".join(mapping)}). Pass bands=[...] (one name per input band) '
+            'to match them by name.',
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def _fit_input_size(state: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:

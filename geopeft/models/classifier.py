@@ -1,13 +1,19 @@
 """Scene classifier: a PEFT backbone followed by a linear head."""
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torch import Tensor, nn
 from torchvision.models._api import WeightsEnum
 
 from ..backbones import TimmBackbone
-from ..peft import ParameterReport, PEFTConfig, adapter_nbytes, apply_peft
+from ..peft import (
+    ParameterReport,
+    PEFTConfig,
+    adapter_nbytes,
+    apply_peft,
+    keep_frozen_batchnorm_eval,
+)
 from ..peft import parameter_report as _parameter_report
 
 
@@ -33,6 +39,8 @@ class PEFTClassifier(nn.Module):
         in_channels: int = 3,
         peft: PEFTConfig | str | Mapping[str, Any] | None = 'upetu',
         img_size: int | None = None,
+        bands: Sequence[str] | None = None,
+        grad_checkpointing: bool = False,
     ) -> None:
         """Initialize a new PEFTClassifier.
 
@@ -45,6 +53,11 @@ class PEFTClassifier(nn.Module):
             peft: PEFT method name, a mapping of :class:`PEFTConfig` fields, or a
                 config instance.
             img_size: Input size for backbones that need it (ViT, Swin).
+            bands: Names of the input bands, e.g. ``['R', 'G', 'B', 'N']``, to
+                adapt weights pretrained on other bands by name (see
+                :class:`~geopeft.backbones.TimmBackbone`); None matches by position.
+            grad_checkpointing: Activation checkpointing of the backbone's blocks
+                (less training memory, one more forward pass; docs/benchmarks.md).
 
         Raises:
             ValueError: If *num_classes* is not positive.
@@ -55,7 +68,12 @@ class PEFTClassifier(nn.Module):
             raise ValueError(msg)
         self.peft_config = PEFTConfig.from_any(peft)
         self.backbone = TimmBackbone(
-            backbone, weights=weights, in_channels=in_channels, img_size=img_size
+            backbone,
+            weights=weights,
+            in_channels=in_channels,
+            img_size=img_size,
+            bands=bands,
+            grad_checkpointing=grad_checkpointing,
         )
         apply_peft(self.backbone.model, self.peft_config, name=backbone)
         self.head = nn.Linear(self.backbone.num_features, num_classes)
@@ -85,11 +103,7 @@ class PEFTClassifier(nn.Module):
         """
         super().train(mode)
         if mode:
-            for module in self.backbone.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
-                    p.requires_grad for p in module.parameters(recurse=False)
-                ):
-                    module.eval()
+            keep_frozen_batchnorm_eval(self.backbone)
         return self
 
     def parameter_report(self) -> ParameterReport:

@@ -74,17 +74,35 @@ def test_torchgeo_weights_for_another_architecture_fail_before_download(
         TimmBackbone('resnet18', weights=ResNet50_Weights.SENTINEL2_RGB_MOCO)
 
 
-def test_torchgeo_weights_band_count_is_checked_before_download(
+def test_torchgeo_weights_with_other_bands_adapt_instead_of_failing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def refuse(self: WeightsEnum, *args: Any, **kwargs: Any) -> dict:
-        raise AssertionError('downloaded weights that cannot fit')
+    source = timm_state('resnet18', in_chans=13)
+    monkeypatch.setattr(WeightsEnum, 'get_state_dict', lambda self, **kw: source)
+    weight = source['conv1.weight']  # bands B1 ... B12 of Sentinel-2
 
-    monkeypatch.setattr(WeightsEnum, 'get_state_dict', refuse)
-    with pytest.raises(
-        ValueError, match=r'take 13 input bands.*in_channels=3\. Set in_channels=13'
-    ):
-        TimmBackbone('resnet18', weights='ResNet18_Weights.SENTINEL2_ALL_MOCO')
+    with pytest.warns(UserWarning, match='matched by position'):
+        unnamed = TimmBackbone(
+            'resnet18', weights='ResNet18_Weights.SENTINEL2_ALL_MOCO'
+        )
+    named = TimmBackbone(
+        'resnet18',
+        weights='ResNet18_Weights.SENTINEL2_ALL_MOCO',
+        bands=['red', 'green', 'blue'],
+    )
+
+    # bands 0-2 take B1-B3 by position, or B4, B3, B2 by name; the 10 pretrained
+    # bands without an input are shared among them
+    for backbone, taken in [(unnamed, [0, 1, 2]), (named, [3, 2, 1])]:
+        missing = weight.sum(1) - weight[:, taken].sum(1)
+        torch.testing.assert_close(
+            backbone.model.conv1.weight.detach(),
+            weight[:, taken] + missing.unsqueeze(1) / 3,
+        )
+        rest = {k: v for k, v in source.items() if k.startswith('layer')}
+        assert all(
+            torch.equal(backbone.model.state_dict()[k], v) for k, v in rest.items()
+        )
 
 
 def test_multispectral_torchgeo_weights_load_with_matching_bands(
@@ -231,14 +249,24 @@ def test_file_without_tensors_fails(tmp_path: Path) -> None:
         TimmBackbone('resnet18', weights=tmp_path / 'empty.pth')
 
 
-def test_band_count_mismatch_names_layer_and_fix(tmp_path: Path) -> None:
-    torch.save(timm_state('resnet18'), tmp_path / 'rgb.pth')
-    with pytest.raises(
-        ValueError,
-        match=r"take 3 input bands \(layer 'conv1.weight' has shape \(64, 3, 7, 7\)\)"
-        r'.*in_channels=4\. Set in_channels=3, or use weights pretrained on 4 bands',
-    ):
-        TimmBackbone('resnet18', weights=tmp_path / 'rgb.pth', in_channels=4)
+def test_band_count_mismatch_adapts_the_first_layer(tmp_path: Path) -> None:
+    source = timm_state('resnet18')
+    torch.save(source, tmp_path / 'rgb.pth')
+
+    backbone = TimmBackbone('resnet18', weights=tmp_path / 'rgb.pth', in_channels=4)
+
+    # a file has no band names: the first 3 bands take its filters by position,
+    # the 4th their mean, all scaled by 3/4
+    weight = source['conv1.weight']
+    first = backbone.model.conv1.weight.detach()
+    assert torch.equal(first[:, :3], 0.75 * weight)
+    torch.testing.assert_close(first[:, 3], 0.75 * weight.mean(1))
+    loaded = backbone.model.state_dict()
+    assert all(
+        torch.equal(loaded[k], v)
+        for k, v in source.items()
+        if k in loaded and k != 'conv1.weight'
+    )
 
 
 def test_mismatched_keys_are_counted_and_listed(tmp_path: Path) -> None:

@@ -127,13 +127,17 @@ def test_hub_weights_are_resampled_to_a_smaller_vit(
 
 
 @pytest.mark.usefixtures('no_hub')
-def test_imagenet_weights_with_other_band_count_fail_clearly() -> None:
-    with pytest.raises(
-        ValueError,
-        match=r"take 3 input bands \(layer 'conv_stem.weight'.*in_channels=4\. "
-        r'Set in_channels=3',
-    ):
-        TimmBackbone('efficientnet_lite0', weights='imagenet', in_channels=4)
+def test_imagenet_weights_adapt_to_other_bands() -> None:
+    rgb = TimmBackbone('efficientnet_lite0', weights='imagenet')
+    rgbn = TimmBackbone(
+        'efficientnet_lite0', weights='imagenet', in_channels=4, bands=list('RGBN')
+    )
+
+    weight = rgb.model.conv_stem.weight.detach()
+    first = rgbn.model.conv_stem.weight.detach()
+    assert torch.equal(first[:, :3], 0.75 * weight)
+    torch.testing.assert_close(first[:, 3], 0.75 * weight.mean(1))
+    assert torch.equal(rgbn.model.bn1.weight, rgb.model.bn1.weight)
 
 
 def test_a_pretrained_tag_asks_the_hub_for_that_tag(

@@ -110,3 +110,11 @@ def test_list_backbones_filters_timm_names() -> None:
     assert 'convnext_atto' in names
     assert all(n.startswith('convnext_at') for n in names)
     assert 'efficientnet_lite0' in list_backbones()
+
+
+def test_reentrant_checkpointing_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import timm.layers
+
+    monkeypatch.setattr(timm.layers, 'use_reentrant_ckpt', lambda: True)
+    with pytest.raises(ValueError, match='TIMM_REENTRANT_CKPT'):
+        TimmBackbone('resnet10t', grad_checkpointing=True)
