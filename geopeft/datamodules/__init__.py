@@ -1,5 +1,13 @@
 """geopeft.datamodules: split protocols and data modules."""
 
+from .change_augmentation import (
+    TRAIN_PRESETS,
+    ChangeAugmentation,
+    DatewisePhotometric,
+    change_eval_augmentation,
+    change_train_augmentation,
+)
+from .change_detection import ChangeFolderDataModule
 from .scene_classification import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -16,11 +24,17 @@ __all__ = (
     'IMAGENET_STD',
     'PROTOCOLS',
     'PROTOCOL_SEEDS',
+    'TRAIN_PRESETS',
     'AIDDataModule',
+    'ChangeAugmentation',
+    'ChangeFolderDataModule',
+    'DatewisePhotometric',
     'ResizeImage',
     'SceneClassificationDataModule',
     'SceneFolderDataModule',
     'SplitProtocol',
     'UCMercedProtocolDataModule',
+    'change_eval_augmentation',
+    'change_train_augmentation',
     'stratified_split',
 )

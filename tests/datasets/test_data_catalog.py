@@ -4,6 +4,7 @@ import importlib
 from pathlib import Path
 
 import yaml
+from torchgeo.datasets import OSCD
 
 from geopeft.datamodules import PROTOCOLS
 from geopeft.datasets import AID
@@ -49,3 +50,12 @@ def test_classes_and_protocols_match_the_code() -> None:
     assert catalog['synthetic_scenes']['classes']['names'] == list(CLASSES)
     for key, protocol in PROTOCOLS.items():
         assert key in catalog[protocol.dataset]['protocols']
+
+
+def test_change_detection_entries() -> None:
+    catalog = _catalog()
+    assert {'levircd', 'oscd', 'change_folder'} <= set(catalog)
+    assert catalog['oscd']['bands'] == list(OSCD.all_bands)
+    for key in ('levircd', 'oscd', 'change_folder'):
+        assert catalog[key]['classes']['names'] == ['no change', 'change']
+    assert catalog['change_folder']['loader'] == 'geopeft.datasets.ChangeFolder'
