@@ -20,6 +20,8 @@ from torchgeo.datamodules import BaseDataModule
 from torchgeo.tasks import BaseTask
 
 # Import so that classes are referenced by bare class name in configs.
+import geopeft.datamodules  # noqa: F401
+import geopeft.tasks  # noqa: F401
 from geopeft import __version__
 
 _RASTERIO_BEST_PRACTICES = {
@@ -78,7 +80,9 @@ def main(args: Sequence[str] | None = None) -> int:
     tools = _tools()
     if argv and argv[0] in tools:
         return tools[argv[0]](argv[1:])
-    lightning_cli(argv)
+    # From the command line LightningCLI reads sys.argv itself (passing it too
+    # triggers Lightning's mixed-arguments warning).
+    lightning_cli(None if args is None else argv)
     return 0
 
 

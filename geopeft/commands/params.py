@@ -5,8 +5,18 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ..models import PEFTClassifier
-from ..peft import METHODS
+from ..models import (
+    ARCHITECTURES,
+    FUSIONS,
+    PEFTClassifier,
+    build_change_model,
+    build_segmentation_model,
+    dense_parameter_report,
+)
+from ..peft import METHODS, ParameterReport
+
+#: What ``--task`` accepts.
+TASKS = ('classification', 'segmentation', 'change')
 
 
 def add_peft_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +52,57 @@ def peft_options(args: argparse.Namespace, method: str | None = None) -> dict[st
     return options
 
 
+def build_report(args: argparse.Namespace) -> tuple[str, ParameterReport]:
+    """Build the model the arguments describe and count its parameters.
+
+    Args:
+        args: Parsed ``geopeft params`` arguments.
+
+    Returns:
+        A one-line description of the model and its report.
+    """
+    peft = peft_options(args)
+    if args.task == 'classification':
+        model = PEFTClassifier(
+            args.backbone,
+            num_classes=args.num_classes,
+            in_channels=args.in_channels,
+            peft=peft,
+            img_size=args.img_size,
+        )
+        title = f'{args.backbone} + {peft["method"]}, {args.num_classes} classes'
+        return title, model.parameter_report()
+    options = {
+        'num_classes': args.num_classes,
+        'in_channels': args.in_channels,
+        'peft': peft,
+        'img_size': args.img_size,
+    }
+    if args.decoder_channels is not None:
+        options['decoder_kwargs'] = {'decoder_channels': args.decoder_channels}
+    if args.task == 'segmentation':
+        dense = build_segmentation_model(args.arch, args.backbone, **options)
+        title = (
+            f'{args.arch} on {args.backbone} + {peft["method"]}, '
+            f'{args.num_classes} classes'
+        )
+    else:
+        dense = build_change_model(
+            args.arch,
+            args.backbone,
+            fusion=args.fusion,
+            per_date_adapters=args.per_date_adapters,
+            **options,
+        )
+        adapters = 'per-date' if args.per_date_adapters else 'shared'
+        title = (
+            f'Siamese {args.arch} on {args.backbone} + {peft["method"]} '
+            f'({adapters} adapters, fusion {args.fusion}), '
+            f'{args.num_classes} output(s)'
+        )
+    return title, dense_parameter_report(dense)
+
+
 def main(argv: Sequence[str]) -> int:
     """Print the parameter report.
 
@@ -53,29 +114,40 @@ def main(argv: Sequence[str]) -> int:
     """
     parser = argparse.ArgumentParser(
         prog='geopeft params',
-        description='Count total and trainable parameters of a PEFT classifier and '
-        'the size of its adapter file. Weights are not needed (random init).',
+        description='Count total and trainable parameters of a PEFT model per part '
+        '(backbone with its PEFT modules, neck, decoder, head) and the size of its '
+        'adapter file. Weights are not needed (random init).',
     )
     add_peft_arguments(parser)
+    parser.add_argument('--task', choices=TASKS, default='classification')
+    parser.add_argument(
+        '--arch',
+        default='upernet',
+        help=f'SMP decoder for dense tasks: {", ".join(ARCHITECTURES)}',
+    )
+    parser.add_argument('--fusion', choices=list(FUSIONS), default='diff')
+    parser.add_argument('--per-date-adapters', action='store_true')
+    parser.add_argument(
+        '--decoder-channels',
+        type=int,
+        default=None,
+        help='decoder width of dense models (architecture default if unset)',
+    )
     parser.add_argument('--json', action='store_true', help='print one JSON object')
     args = parser.parse_args(argv)
-    model = PEFTClassifier(
-        args.backbone,
-        num_classes=args.num_classes,
-        in_channels=args.in_channels,
-        peft=peft_options(args),
-        img_size=args.img_size,
-    )
-    report = model.parameter_report()
+    if args.task == 'change' and args.num_classes == parser.get_default('num_classes'):
+        args.num_classes = 1
+    title, report = build_report(args)
     if args.json:
         payload = report.to_dict() | {
             'backbone': args.backbone,
-            'peft': model.peft_config.to_dict(),
+            'task': args.task,
+            'peft': peft_options(args),
         }
+        if args.task != 'classification':
+            payload['arch'] = args.arch
         print(json.dumps(payload))
     else:
-        print(
-            f'{args.backbone} + {model.peft_config.method}, {args.num_classes} classes'
-        )
+        print(title)
         print(report.format_table())
     return 0

@@ -6,7 +6,7 @@ baselines (full fine-tuning, linear probe, BitFit, fp32 adapter, LoRA through HF
 bit-packed Q-Linear codes.
 """
 
-from .apply import apply_peft
+from .apply import apply_peft, keep_frozen_batchnorm_eval
 from .capm import CAPM
 from .config import METHODS, PEFTConfig
 from .eqam import EQAM
@@ -24,6 +24,7 @@ __all__ = (
     'adapter_nbytes',
     'adapter_state_dict',
     'apply_peft',
+    'keep_frozen_batchnorm_eval',
     'lloyd_max_levels',
     'load_adapter',
     'pack_codes',

@@ -229,3 +229,19 @@ def apply_peft(
     model.geopeft_backbone = name
     model.geopeft_config = config.to_dict()
     return model
+
+
+def keep_frozen_batchnorm_eval(module: nn.Module) -> None:
+    """Put batch-norm layers whose parameters are all frozen into eval mode.
+
+    A frozen backbone must not drift: the running statistics of batch norms whose
+    affine parameters are frozen stay at their pretrained values.
+
+    Args:
+        module: Any module (changed in place).
+    """
+    for child in module.modules():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm) and not any(
+            p.requires_grad for p in child.parameters(recurse=False)
+        ):
+            child.eval()

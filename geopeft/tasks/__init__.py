@@ -1,5 +1,15 @@
 """Lightning tasks: TorchGeo tasks whose backbones are PEFT-adapted."""
 
+from .change import PEFTChangeDetection
 from .classification import PEFTClassification
+from .metrics import ChangedClassScore
+from .peft_task import PEFTTaskMixin
+from .segmentation import PEFTSemanticSegmentation
 
-__all__ = ('PEFTClassification',)
+__all__ = (
+    'ChangedClassScore',
+    'PEFTChangeDetection',
+    'PEFTClassification',
+    'PEFTSemanticSegmentation',
+    'PEFTTaskMixin',
+)

@@ -3,17 +3,16 @@
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor
 from torchgeo.tasks import Classification
 from torchvision.models._api import WeightsEnum
 
 from ..models import PEFTClassifier
-from ..peft import PEFTConfig, load_adapter
-from .optim import SchedulerName, build_optimizer, trainable_parameters
+from .optim import SchedulerName
+from .peft_task import PEFTTaskMixin
 
 
-class PEFTClassification(Classification):
+class PEFTClassification(PEFTTaskMixin, Classification):
     """Image classification whose backbone is adapted with a PEFT method.
 
     Accepts everything :class:`torchgeo.tasks.Classification` accepts, plus the PEFT
@@ -46,6 +45,8 @@ class PEFTClassification(Classification):
         weight_decay: float = 0.05,
         scheduler: SchedulerName = 'plateau',
         warmup_epochs: int = 0,
+        bands: list[str] | None = None,
+        grad_checkpointing: bool = False,
     ) -> None:
         """Initialize a new PEFTClassification instance.
 
@@ -75,6 +76,13 @@ class PEFTClassification(Classification):
             weight_decay: AdamW weight decay.
             scheduler: ``'plateau'`` or ``'cosine'`` (with *warmup_epochs*).
             warmup_epochs: Linear warm-up epochs for the cosine schedule.
+            bands: Names of the *in_channels* input bands in channel order, e.g.
+                ``['R', 'G', 'B', 'N']`` (NAIP) or OSCD's ``['B01', ..., 'B12']``:
+                weights pretrained on other bands keep the filters of the bands
+                that match by name, the others get the mean filter (see
+                ``docs/bands.md``). None matches bands by position.
+            grad_checkpointing: Activation checkpointing of the backbone's blocks
+                (less training memory, one more forward pass).
         """
         self.adapter = adapter
         super().__init__(
@@ -94,13 +102,6 @@ class PEFTClassification(Classification):
             freeze_backbone=freeze_backbone,
         )
 
-    @property
-    def peft_config(self) -> PEFTConfig:
-        """The resolved PEFT configuration (``linear`` when freezing the backbone)."""
-        if self.hparams['freeze_backbone']:
-            return PEFTConfig.from_any('linear')
-        return PEFTConfig.from_any(self.hparams['peft'])
-
     def configure_models(self) -> None:
         """Build the backbone, load its weights, apply PEFT and add the head."""
         hparams = self.hparams
@@ -112,45 +113,7 @@ class PEFTClassification(Classification):
             in_channels=hparams['in_channels'],
             peft=self.peft_config,
             img_size=hparams['img_size'],
+            bands=hparams['bands'],
+            grad_checkpointing=hparams['grad_checkpointing'],
         )
-        if self.adapter is not None:
-            load_adapter(self.model, self.adapter)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Check that the checkpoint's head fits this task before loading it.
-
-        Args:
-            checkpoint: The Lightning checkpoint being restored.
-
-        Raises:
-            ValueError: If the checkpoint's head has another number of outputs.
-        """
-        weight = checkpoint.get('state_dict', {}).get('model.head.weight')
-        head = self.model.head
-        if weight is not None and tuple(weight.shape) != tuple(head.weight.shape):
-            msg = (
-                f'The checkpoint has a {weight.shape[0]}-output head on '
-                f'{weight.shape[1]} features, but this task was built with '
-                f'{head.out_features} outputs on {head.in_features}: set '
-                f'num_classes={weight.shape[0]} (and the same backbone) to resume '
-                'it, or pass the checkpoint as weights=<path> to reuse only its '
-                'backbone with a new head.'
-            )
-            raise ValueError(msg)
-
-    def configure_optimizers(self) -> OptimizerLRScheduler:
-        """Build AdamW over the trainable parameters and the chosen schedule.
-
-        Returns:
-            Optimizer and learning-rate scheduler.
-        """
-        return build_optimizer(
-            trainable_parameters(self),
-            lr=self.hparams['lr'],
-            weight_decay=self.hparams['weight_decay'],
-            scheduler=self.hparams['scheduler'],
-            patience=self.hparams['patience'],
-            warmup_epochs=self.hparams['warmup_epochs'],
-            max_epochs=self.trainer.max_epochs if self._trainer else None,
-            monitor=self.monitor,
-        )
+        self.load_adapter_file()

@@ -1,7 +1,11 @@
+from pathlib import Path
+
 import pytest
 import torch
+from lightning.pytorch import Trainer
 from torch import nn
 
+from geopeft.datamodules import SceneFolderDataModule
 from geopeft.tasks import PEFTClassification
 
 
@@ -63,3 +67,30 @@ def test_checkpoint_with_another_head_size_is_a_clear_error() -> None:
     checkpoint = {'state_dict': saved.state_dict()}
     with pytest.raises(ValueError, match='num_classes=10'):
         task.on_load_checkpoint(checkpoint)
+
+
+def test_frozen_batchnorm_statistics_survive_fit_and_validation(
+    scene_root: Path, tmp_path: Path
+) -> None:
+    # Lightning restores each submodule's mode after validation, bypassing train():
+    # frozen batch norms must still not update their running statistics.
+    task = PEFTClassification(model='resnet10t', num_classes=3, peft='upetu')
+    before = {k: v.clone() for k, v in task.state_dict().items() if 'running_mean' in k}
+    datamodule = SceneFolderDataModule(
+        root=scene_root,
+        train_fraction=0.5,
+        val_fraction=0.25,
+        image_size=32,
+        batch_size=4,
+    )
+    trainer = Trainer(
+        accelerator='cpu',
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(task, datamodule=datamodule)
+    after = task.state_dict()
+    assert before and all(torch.equal(v, after[k]) for k, v in before.items())

@@ -1,0 +1,188 @@
+"""What every geopeft task adds to its TorchGeo parent."""
+
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities.types import OptimizerLRScheduler
+from torch import Tensor
+
+from ..peft import PEFTConfig, keep_frozen_batchnorm_eval, load_adapter
+from .optim import build_optimizer, trainable_parameters
+
+#: Checkpoint key that names the task class (read by ``geopeft export-adapter``).
+TASK_KEY = 'geopeft_task'
+
+
+class PEFTTaskMixin(LightningModule):
+    """PEFT behaviour shared by geopeft's Lightning tasks.
+
+    * the PEFT config from the ``peft`` hyper-parameter (``freeze_backbone=True`` is
+      the linear probe, ``peft='linear'``);
+    * AdamW over the trainable parameters only, with a plateau or warm-up + cosine
+      schedule;
+    * frozen batch-norm layers keep their pretrained statistics in training;
+    * an optional adapter file loaded on top of the pretrained backbone;
+    * checkpoints name their task class, and a checkpoint whose tensors have other
+      shapes (e.g. another number of classes) fails with the fix;
+    * masks with values outside the classes fail with a clear message, not a
+      device-side assert.
+
+    Subclasses set ``self.adapter`` before TorchGeo's ``__init__`` and call
+    :meth:`load_adapter_file` at the end of ``configure_models``.
+    """
+
+    adapter: str | None = None
+
+    @property
+    def peft_config(self) -> PEFTConfig:
+        """The resolved PEFT configuration (``linear`` when freezing the backbone)."""
+        if self.hparams.get('freeze_backbone'):
+            return PEFTConfig.from_any('linear')
+        return PEFTConfig.from_any(self.hparams['peft'])
+
+    def load_adapter_file(self) -> None:
+        """Load the adapter file given as ``adapter``, if any, into ``self.model``."""
+        if self.adapter is not None:
+            load_adapter(self.model, self.adapter)
+
+    def configure_optimizers(self) -> OptimizerLRScheduler:
+        """Build AdamW over the trainable parameters and the chosen schedule.
+
+        Returns:
+            Optimizer and learning-rate scheduler.
+        """
+        return build_optimizer(
+            trainable_parameters(self),
+            lr=self.hparams['lr'],
+            weight_decay=self.hparams['weight_decay'],
+            scheduler=self.hparams['scheduler'],
+            patience=self.hparams['patience'],
+            warmup_epochs=self.hparams['warmup_epochs'],
+            max_epochs=self.trainer.max_epochs if self._trainer else None,
+            monitor=self.monitor,
+        )
+
+    def train(self, mode: bool = True) -> 'PEFTTaskMixin':
+        """Set training mode, keeping frozen batch-norm layers in eval mode.
+
+        Args:
+            mode: Training (True) or evaluation (False) mode.
+
+        Returns:
+            This task.
+        """
+        super().train(mode)
+        if mode:
+            keep_frozen_batchnorm_eval(self)
+        return self
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the task class in the checkpoint.
+
+        Args:
+            checkpoint: The checkpoint being written.
+        """
+        checkpoint[TASK_KEY] = f'{type(self).__module__}.{type(self).__qualname__}'
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Check that the checkpoint's tensors fit this task before loading them.
+
+        Args:
+            checkpoint: The Lightning checkpoint being restored.
+
+        Raises:
+            ValueError: If tensors have other shapes, e.g. a head for another
+                number of classes.
+        """
+        saved = checkpoint.get('state_dict', {})
+        own = self.state_dict()
+        differ = [
+            (key, tuple(tensor.shape), tuple(own[key].shape))
+            for key, tensor in saved.items()
+            if key in own and tuple(tensor.shape) != tuple(own[key].shape)
+        ]
+        if not differ:
+            return
+        only_outputs = all(
+            self._is_head_key(key) and saved_shape[1:] == own_shape[1:]
+            for key, saved_shape, own_shape in differ
+        )
+        key, saved_shape, own_shape = differ[0]
+        if only_outputs:
+            msg = (
+                f'The checkpoint has a {saved_shape[0]}-output head ({key} '
+                f'{list(saved_shape)}), but this task was built with {own_shape[0]} '
+                f'outputs ({list(own_shape)}): set num_classes={saved_shape[0]} (and '
+                'the same backbone) to resume it, or pass the checkpoint as '
+                'weights=<path> to reuse only its backbone with a new head.'
+            )
+        else:
+            shown = ', '.join(f'{k} {list(s)} vs {list(o)}' for k, s, o in differ[:3])
+            msg = (
+                f'The checkpoint does not fit this task: {len(differ)} tensors have '
+                f'other shapes (checkpoint vs task: {shown}). Build the task with the '
+                'backbone, architecture, PEFT config and in_channels it was trained '
+                'with.'
+            )
+        raise ValueError(msg)
+
+    def _is_head_key(self, key: str) -> bool:
+        """Tell whether a state-dict key belongs to the task's output head."""
+        return key.startswith(('model.head.', 'model.segmentation_head.'))
+
+    def check_mask(self, batch: dict[str, Any]) -> None:
+        """Check that a batch's mask holds only valid class values.
+
+        Args:
+            batch: A batch with a ``'mask'``.
+
+        Raises:
+            ValueError: Naming the values found, the classes and the fix.
+        """
+        mask = batch.get('mask')
+        if not isinstance(mask, Tensor) or self.hparams['task'] == 'multilabel':
+            return
+        ignore = self.hparams['ignore_index']
+        count = (
+            2 if self.hparams['task'] == 'binary' else int(self.hparams['num_classes'])
+        )
+        valid = (mask >= 0) & (mask < count)
+        if ignore is not None:
+            valid |= mask == ignore
+        if bool(valid.all()):
+            return
+        found = torch.unique(mask[~valid]).tolist()[:10]
+        hint = (
+            'binary masks must be 0/1: map 255 -> 1 (0/255 label images)'
+            if self.hparams['task'] == 'binary'
+            else f'set num_classes (now {count}) to cover them'
+        )
+        msg = (
+            f'mask values {found} are outside the classes 0..{count - 1} '
+            f'(ignore_index={ignore}): {hint}; or map them to valid classes, or set '
+            'ignore_index to skip them.'
+        )
+        raise ValueError(msg)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Keep frozen batch norms in eval mode; check the mask.
+
+        Lightning restores each submodule's own mode after validation (the modes
+        it saw before), which bypasses :meth:`train`; so frozen batch norms are put
+        back into eval mode before every training step.
+        """
+        keep_frozen_batchnorm_eval(self)
+        self.check_mask(batch)
+
+    def on_validation_batch_start(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Check the validation mask (see :meth:`check_mask`)."""
+        self.check_mask(batch)
+
+    def on_test_batch_start(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Check the test mask (see :meth:`check_mask`)."""
+        self.check_mask(batch)

@@ -1,0 +1,144 @@
+"""Semantic segmentation with a PEFT backbone, as a TorchGeo task."""
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from torch import Tensor
+from torchgeo.tasks import SemanticSegmentation
+from torchvision.models._api import WeightsEnum
+
+from ..models import build_segmentation_model
+from .optim import SchedulerName
+from .peft_task import PEFTTaskMixin
+
+
+class PEFTSemanticSegmentation(PEFTTaskMixin, SemanticSegmentation):
+    """Semantic segmentation whose encoder is a PEFT-adapted backbone.
+
+    Accepts everything :class:`torchgeo.tasks.SemanticSegmentation` accepts, plus
+    the PEFT configuration; works with TorchGeo's segmentation datamodules
+    unchanged. ``model`` is the SMP architecture (``'upernet'``, ``'unet'``,
+    ``'fpn'``, ``'deeplabv3+'``, ``'segformer'``, ...) and ``backbone`` any timm
+    model; the backbone's pretrained weights load before PEFT is applied, and the
+    decoder and head are new and trained. ``freeze_backbone=True`` is
+    ``peft='linear'`` (decoder and head only).
+    """
+
+    ignore = ('weights', 'adapter')
+
+    def __init__(
+        self,
+        model: str = 'upernet',
+        backbone: str = 'convnext_base',
+        weights: WeightsEnum | str | bool | None = None,
+        in_channels: int = 3,
+        task: Literal['binary', 'multiclass', 'multilabel'] = 'multiclass',
+        num_classes: int | None = None,
+        num_labels: int | None = None,
+        labels: list[str] | None = None,
+        num_filters: int = 3,
+        pos_weight: Tensor | None = None,
+        loss: Literal['ce', 'bce', 'jaccard', 'focal', 'dice'] = 'ce',
+        class_weights: Tensor | Sequence[float] | None = None,
+        ignore_index: int | None = None,
+        lr: float = 1e-3,
+        patience: int = 10,
+        freeze_backbone: bool = False,
+        freeze_decoder: bool = False,
+        peft: str | dict[str, Any] | None = 'upetu',
+        adapter: str | None = None,
+        img_size: int | None = None,
+        bands: list[str] | None = None,
+        output_stride: int | None = None,
+        encoder_depth: int | None = None,
+        decoder_kwargs: dict[str, Any] | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        grad_checkpointing: bool = False,
+        weight_decay: float = 0.05,
+        scheduler: SchedulerName = 'plateau',
+        warmup_epochs: int = 0,
+    ) -> None:
+        """Initialize a new PEFTSemanticSegmentation instance.
+
+        Args:
+            model: SMP architecture, one of
+                :data:`~geopeft.models.smp_bridge.ARCHITECTURES`.
+            backbone: timm backbone name, e.g. ``'convnext_base'``.
+            weights: Initial backbone weights: ``None``/``False`` (random),
+                ``True``/``'imagenet'``, a TorchGeo weights enum or its name, or a
+                local file.
+            in_channels: Number of input bands.
+            task: One of 'binary', 'multiclass', or 'multilabel'.
+            num_classes: Number of classes (``task='multiclass'``).
+            num_labels: Number of labels (``task='multilabel'``).
+            labels: Class names.
+            num_filters: Accepted for TorchGeo compatibility; only TorchGeo's
+                ``fcn`` uses it, and ``fcn`` has no backbone to adapt.
+            pos_weight: Weight of positive examples for the 'bce' loss.
+            loss: One of 'ce', 'bce', 'jaccard', 'focal', or 'dice'.
+            class_weights: Per-class weights for the 'ce' loss.
+            ignore_index: Class index ignored by loss and metrics.
+            lr: Learning rate.
+            patience: Patience of the plateau scheduler.
+            freeze_backbone: Train the decoder and head only (``peft='linear'``).
+            freeze_decoder: Also freeze the decoder (head only).
+            peft: PEFT method name or a mapping of
+                :class:`~geopeft.peft.PEFTConfig` fields.
+            adapter: Optional adapter file (``geopeft export-adapter``) loaded on
+                top of the pretrained backbone.
+            img_size: Input size for backbones that need it (ViT, Swin).
+            bands: Names of the input bands, for band-aware first-layer weights.
+            output_stride: Encoder output stride (None: 16 for DeepLabV3/V3+ and
+                PAN, else 32).
+            encoder_depth: Levels the decoder takes (None: 3 for PSPNet, else 5).
+            decoder_kwargs: Further SMP model arguments, e.g.
+                ``{'decoder_channels': 256}``.
+            model_kwargs: Further ``timm.create_model`` arguments.
+            grad_checkpointing: Activation checkpointing of the backbone's blocks
+                (less memory, more compute).
+            weight_decay: AdamW weight decay.
+            scheduler: ``'plateau'`` or ``'cosine'`` (with *warmup_epochs*).
+            warmup_epochs: Linear warm-up epochs for the cosine schedule.
+        """
+        self.adapter = adapter
+        super().__init__(
+            model=model,  # type: ignore[arg-type]
+            backbone=backbone,
+            weights=weights,
+            in_channels=in_channels,
+            task=task,
+            num_classes=num_classes,
+            num_labels=num_labels,
+            labels=labels,
+            num_filters=num_filters,
+            pos_weight=pos_weight,
+            loss=loss,
+            class_weights=class_weights,
+            ignore_index=ignore_index,
+            lr=lr,
+            patience=patience,
+            freeze_backbone=freeze_backbone,
+            freeze_decoder=freeze_decoder,
+        )
+
+    def configure_models(self) -> None:
+        """Build the backbone, load its weights, apply PEFT, add decoder and head."""
+        hparams = self.hparams
+        self.model = build_segmentation_model(
+            hparams['model'],
+            hparams['backbone'],
+            num_classes=hparams['num_classes'] or hparams['num_labels'] or 1,
+            weights=self.weights,
+            in_channels=hparams['in_channels'],
+            peft=self.peft_config,
+            output_stride=hparams['output_stride'],
+            encoder_depth=hparams['encoder_depth'],
+            img_size=hparams['img_size'],
+            bands=hparams['bands'],
+            grad_checkpointing=hparams['grad_checkpointing'],
+            model_kwargs=hparams['model_kwargs'],
+            decoder_kwargs=hparams['decoder_kwargs'],
+        )
+        if hparams['freeze_decoder']:
+            self.model.decoder.requires_grad_(False)
+        self.load_adapter_file()
