@@ -164,7 +164,7 @@ class CAPM(nn.Module):
             model: The backbone whose ``feature_info`` built this module.
         """
         for name, prompt in zip(self.names, self.stages.values(), strict=True):
-            model.get_submodule(name).register_forward_hook(
+            _output_module(model.get_submodule(name)).register_forward_hook(
                 prompt.apply_to_stage_output
             )
         if any(prompt.layout == 'NLC' for prompt in self.stages.values()):
@@ -176,3 +176,22 @@ class CAPM(nn.Module):
         grid = tuple(module.dynamic_feat_size((height, width)))
         for prompt in self.stages.values():
             prompt.grid = grid
+
+
+def _output_module(stage: nn.Module) -> nn.Module:
+    """Return the module whose output is a stage's output, and that always runs.
+
+    An ``nn.Sequential`` stage (ResNet ``layer1``, EfficientNet ``blocks.0``)
+    returns its last child's output, and timm's activation checkpointing calls
+    those children directly, never the stage itself: a hook on the stage would be
+    skipped, one on its last child is not.
+
+    Args:
+        stage: A stage module named in ``feature_info``.
+
+    Returns:
+        The innermost last child of nested ``nn.Sequential`` stages, else *stage*.
+    """
+    while isinstance(stage, nn.Sequential) and len(stage) > 0:
+        stage = stage[-1]
+    return stage
