@@ -23,7 +23,12 @@ from torchgeo.models import get_model_weights, get_weight
 from torchgeo.models import list_models as list_torchgeo_models
 from torchvision.models._api import WeightsEnum
 
-from .bands import adapt_first_layer_weight, canonical_bands, pretrained_bands
+from .bands import (
+    IMAGENET_BANDS,
+    adapt_first_layer_weight,
+    canonical_bands,
+    pretrained_bands,
+)
 from .checkpoints import CHECKPOINT_SUFFIXES, read_checkpoint
 from .imagenet import imagenet_state_dict
 
@@ -385,8 +390,13 @@ def _adapt_first_layer(
                 'another architecture.'
             )
             raise ValueError(msg)
+        known = pretrained
+        if known is None and bands is not None and weight.shape[1] == 3:
+            # A 3-band checkpoint of unknown bands is read as RGB, what nearly
+            # every 3-band pretrained backbone was trained on.
+            known = IMAGENET_BANDS
         state[key], mapping = adapt_first_layer_weight(
-            weight, pretrained, bands, in_channels
+            weight, known, bands, in_channels
         )
         if mapping:
             adapted_layers.append(key)

@@ -1,6 +1,9 @@
 """Siamese change model: fusion semantics, date layouts, per-date adapters."""
 
+from pathlib import Path
+
 import pytest
+import timm
 import torch
 from dense_helpers import train_step
 
@@ -115,3 +118,28 @@ def test_tied_copy_without_frozen_parameters_is_a_plain_copy() -> None:
     twin = tied_copy(layer)
     assert twin.weight is not layer.weight
     assert torch.equal(twin.weight, layer.weight)
+
+
+def test_13_band_dates_on_rgb_pretrained_weights(tmp_path: Path) -> None:
+    # OSCD's Sentinel-2 bands on RGB weights: no early-fusion channel mismatch
+    # (each date is encoded alone) and the R, G, B filters are the pretrained ones.
+    torch.manual_seed(0)
+    rgb = timm.create_model('resnet10t', num_classes=0)
+    weights = tmp_path / 'rgb.pth'
+    torch.save(rgb.state_dict(), weights)
+    bands = [
+        'B01', 'B02', 'B03', 'B04', 'B05', 'B06', 'B07',
+        'B08', 'B8A', 'B09', 'B10', 'B11', 'B12',
+    ]  # fmt: skip
+    model = small_model(weights=str(weights), in_channels=13, bands=bands).eval()
+    first = model.encoder.encoder.backbone.model.conv1[0].weight
+    pretrained = rgb.conv1[0].weight
+    scale = 3 / 13
+    for band, channel in (('B04', 0), ('B03', 1), ('B02', 2)):
+        torch.testing.assert_close(
+            first[:, bands.index(band)], scale * pretrained[:, channel]
+        )
+    x = torch.randn(1, 2, 13, 64, 64)
+    assert model(x).shape == (1, 1, 64, 64)
+    with pytest.raises(ValueError, match='two dates of 13 bands'):
+        model(torch.randn(1, 2, 3, 64, 64))
