@@ -15,8 +15,10 @@ from matplotlib.figure import Figure
 from PIL import Image
 from rasterio.errors import NotGeoreferencedWarning
 from torch import Tensor
-from torchgeo.datasets import DatasetNotFoundError, NonGeoDataset
+from torchgeo.datasets import NonGeoDataset
 from torchgeo.datasets.utils import Path, Sample, quantile_normalization
+
+from .errors import DataNotFoundError
 
 #: Where a split's pairs come from: split lists, file-name prefixes, or lists when
 #: the split's list file exists and prefixes otherwise.
@@ -32,21 +34,8 @@ RASTERIO_EXTENSIONS = ('.tif', '.tiff')
 _PIL_IMAGE_MODES = {'L', 'I', 'I;16', 'I;16B', 'I;16L', 'F', 'RGB'}
 
 
-class ChangeDatasetNotFoundError(DatasetNotFoundError):
-    """Raised when a change dataset's folders, files or split are missing.
-
-    A :class:`~torchgeo.datasets.DatasetNotFoundError` (so code that catches
-    TorchGeo's error catches it too) with a message that names what is missing and
-    the layout that was expected.
-    """
-
-    def __init__(self, message: str) -> None:
-        """Initialize a new ChangeDatasetNotFoundError instance.
-
-        Args:
-            message: The full error message.
-        """
-        FileNotFoundError.__init__(self, message)
+class ChangeDatasetNotFoundError(DataNotFoundError):
+    """Raised when a change dataset's folders, files or split are missing."""
 
 
 def is_change_image_file(name: str) -> bool:

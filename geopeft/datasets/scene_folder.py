@@ -8,28 +8,17 @@ from typing import ClassVar, cast
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
-from torchgeo.datasets import DatasetNotFoundError, NonGeoClassificationDataset
+from torchgeo.datasets import NonGeoClassificationDataset
 from torchgeo.datasets.utils import Path, Sample
+
+from .errors import DataNotFoundError
 
 #: File name endings read as images (case-insensitive).
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.tif', '.tiff')
 
 
-class SceneDatasetNotFoundError(DatasetNotFoundError):
-    """Raised when a scene dataset's folder is missing, empty or incomplete.
-
-    A :class:`~torchgeo.datasets.DatasetNotFoundError` (so code that catches
-    TorchGeo's error catches it too) with a message that names the path, the
-    expected layout and what is missing.
-    """
-
-    def __init__(self, message: str) -> None:
-        """Initialize a new SceneDatasetNotFoundError instance.
-
-        Args:
-            message: The full error message.
-        """
-        FileNotFoundError.__init__(self, message)
+class SceneDatasetNotFoundError(DataNotFoundError):
+    """Raised when a scene dataset's folder is missing, empty or incomplete."""
 
 
 def is_image_file(path: Path) -> bool:

@@ -13,11 +13,7 @@ from ..peft import PEFTConfig
 from .encoder import PEFTEncoder
 from .segmentation import build_peft_encoder
 from .smp_bridge import (
-    LEVELS_READ,
     build_smp_model,
-    check_architecture,
-    default_depth,
-    default_output_stride,
 )
 
 #: Per-scale fusions of the two dates' features and the channels they give.
@@ -285,16 +281,15 @@ def build_change_model(
         ValueError: For an unknown architecture, fusion or PEFT method, or a
             backbone whose pyramid the decoder cannot take.
     """
-    check_architecture(arch)
     FeatureFusion(fusion)
     encoder = build_peft_encoder(
+        arch,
         backbone,
         weights=weights,
         in_channels=in_channels,
         peft=PEFTConfig.from_any(peft),
-        output_stride=output_stride or default_output_stride(arch),
-        encoder_depth=encoder_depth or default_depth(arch),
-        levels_read=LEVELS_READ.get(arch),
+        output_stride=output_stride,
+        encoder_depth=encoder_depth,
         img_size=img_size,
         bands=bands,
         grad_checkpointing=grad_checkpointing,

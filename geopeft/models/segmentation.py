@@ -37,31 +37,32 @@ def is_plain_vit(name: str) -> bool:
 
 
 def build_peft_encoder(
+    arch: str,
     backbone: str,
     *,
     weights: BackboneWeights = None,
     in_channels: int = 3,
     peft: PEFTConfig | str | Mapping[str, Any] | None = 'upetu',
-    output_stride: int = 32,
-    encoder_depth: int = 5,
-    levels_read: Sequence[int] | None = None,
+    output_stride: int | None = None,
+    encoder_depth: int | None = None,
     img_size: int | None = None,
     bands: Sequence[str] | None = None,
     grad_checkpointing: bool = False,
     model_kwargs: Mapping[str, Any] | None = None,
 ) -> PEFTEncoder:
-    """Build a backbone, load its weights, apply PEFT and wrap it for SMP.
+    """Build a backbone, load its weights, fit it to an SMP decoder, apply PEFT.
 
     Args:
+        arch: The SMP architecture the encoder is for (its output stride, depth
+            and the levels its decoder reads).
         backbone: timm model name.
         weights: Pretrained weights (see :class:`~geopeft.backbones.TimmBackbone`).
         in_channels: Input bands.
         peft: PEFT method name, mapping of :class:`~geopeft.peft.PEFTConfig`
             fields, or a config.
-        output_stride: Stride of the deepest map (16 dilates the last stage; a
-            plain ViT gets it from its neck instead).
-        encoder_depth: Levels the decoder takes (1-5).
-        levels_read: Levels the decoder reads (see :class:`PEFTEncoder`).
+        output_stride: Stride of the deepest map; None: the architecture's (16
+            dilates the last stage; a plain ViT gets it from its neck instead).
+        encoder_depth: Levels the decoder takes; None: the architecture's.
         img_size: Input size for backbones that need it (ViT, Swin).
         bands: Names of the input bands, for band-aware first-layer weights.
         grad_checkpointing: Activation checkpointing of the backbone's blocks.
@@ -70,9 +71,8 @@ def build_peft_encoder(
     Returns:
         The SMP encoder.
     """
-    options: dict[str, Any] = {}
-    if bands is not None:
-        options['bands'] = list(bands)
+    check_architecture(arch)
+    output_stride = output_stride or default_output_stride(arch)
     net = TimmBackbone(
         backbone,
         weights=weights,
@@ -81,10 +81,13 @@ def build_peft_encoder(
         output_stride=32 if is_plain_vit(backbone) else output_stride,
         grad_checkpointing=grad_checkpointing,
         model_kwargs=model_kwargs,
-        **options,
+        bands=bands,
     )
     encoder = PEFTEncoder(
-        net, depth=encoder_depth, output_stride=output_stride, levels_read=levels_read
+        net,
+        depth=encoder_depth or default_depth(arch),
+        output_stride=output_stride,
+        levels_read=LEVELS_READ.get(arch),
     )
     apply_peft(net.model, peft, name=backbone)
     return encoder
@@ -140,16 +143,14 @@ def build_segmentation_model(
         ValueError: For an unknown architecture or PEFT method, or a backbone whose
             pyramid the decoder cannot take.
     """
-    check_architecture(arch)
-    config = PEFTConfig.from_any(peft)
     encoder = build_peft_encoder(
+        arch,
         backbone,
         weights=weights,
         in_channels=in_channels,
-        peft=config,
-        output_stride=output_stride or default_output_stride(arch),
-        encoder_depth=encoder_depth or default_depth(arch),
-        levels_read=LEVELS_READ.get(arch),
+        peft=PEFTConfig.from_any(peft),
+        output_stride=output_stride,
+        encoder_depth=encoder_depth,
         img_size=img_size,
         bands=bands,
         grad_checkpointing=grad_checkpointing,

@@ -3,6 +3,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import change_data
 import pytest
 import timm
 import torch
@@ -25,21 +26,7 @@ from geopeft.models import PEFTClassifier
 from geopeft.tasks import PEFTClassification
 
 #: TorchGeo's OSCD band order (Sentinel-2, zero-padded).
-OSCD_BANDS = [
-    'B01',
-    'B02',
-    'B03',
-    'B04',
-    'B05',
-    'B06',
-    'B07',
-    'B08',
-    'B8A',
-    'B09',
-    'B10',
-    'B11',
-    'B12',
-]
+OSCD_BANDS = list(change_data.OSCD_BANDS)
 
 #: Tiny timm models and their first layer.
 FAMILIES = [

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from change_data import OSCD_BANDS
 from dense_helpers import train_step
 
 from geopeft.models import FUSIONS, FeatureFusion, build_change_model
@@ -127,10 +128,7 @@ def test_13_band_dates_on_rgb_pretrained_weights(tmp_path: Path) -> None:
     rgb = timm.create_model('resnet10t', num_classes=0)
     weights = tmp_path / 'rgb.pth'
     torch.save(rgb.state_dict(), weights)
-    bands = [
-        'B01', 'B02', 'B03', 'B04', 'B05', 'B06', 'B07',
-        'B08', 'B8A', 'B09', 'B10', 'B11', 'B12',
-    ]  # fmt: skip
+    bands = list(OSCD_BANDS)
     model = small_model(weights=str(weights), in_channels=13, bands=bands).eval()
     first = model.encoder.encoder.backbone.model.conv1[0].weight
     pretrained = rgb.conv1[0].weight
