@@ -28,6 +28,7 @@ from torchgeo.datasets import LoveDA, Potsdam2D
 from torchgeo.main import main as torchgeo_main
 from torchgeo.tasks import BaseTask
 
+from geopeft.datamodules import LEVIRCDChangeDataModule, OSCDChangeDataModule
 from geopeft.main import lightning_cli, main
 from geopeft.tasks import PEFTChangeDetection
 
@@ -116,15 +117,22 @@ def test_change_folder_fit_validate_test_predict_resume(
 
 
 @pytest.mark.parametrize(
-    ('config', 'make'),
-    [('change_levircd.yaml', make_levircd), ('change_oscd.yaml', make_oscd)],
+    ('config', 'make', 'predictor', 'tests'),
+    [
+        ('change_levircd.yaml', make_levircd, LEVIRCDChangeDataModule, 2),
+        ('change_oscd.yaml', make_oscd, OSCDChangeDataModule, 2),
+    ],
     ids=['levircd', 'oscd'],
 )
-def test_torchgeo_change_datamodules_fit_test(
-    config: str, make: Callable[..., Path], tmp_path: Path
+def test_torchgeo_change_datamodules_fit_test_predict(
+    config: str,
+    make: Callable[..., Path],
+    predictor: type,
+    tests: int,
+    tmp_path: Path,
 ) -> None:
-    # TorchGeo's LEVIRCDDataModule / OSCDDataModule unchanged; they define no
-    # predict stage, so there is nothing to predict on.
+    # TorchGeo's LEVIRCDDataModule / OSCDDataModule unchanged for fit and test;
+    # they define no predict stage, geopeft's subclasses of them do.
     root = make(tmp_path / 'data', size=32)
     out = tmp_path / 'out'
     args = _args(config, root, out)
@@ -132,6 +140,12 @@ def test_torchgeo_change_datamodules_fit_test(
     ckpt = _checkpoint(out)
     main(['test', *args, '--ckpt_path', str(ckpt)])
     assert 0 <= _logged(out)['test_ChangedF1'] <= 1
+    predicting = predictor.__name__
+    batches = _predictions(
+        [*args, '--data.class_path', predicting, '--ckpt_path', str(ckpt)]
+    )
+    assert sum(len(b) for b in batches) == tests
+    assert all(b.shape[1:] == (1, 32, 32) for b in batches)
     task = PEFTChangeDetection.load_from_checkpoint(ckpt, weights_only=True)
     in_channels = yaml.safe_load((CONF / config).read_text())['model']['init_args']
     assert task.hparams['in_channels'] == in_channels.get('in_channels', 3)

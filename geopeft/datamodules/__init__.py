@@ -18,6 +18,7 @@ from .scene_classification import (
     UCMercedProtocolDataModule,
 )
 from .splits import PROTOCOL_SEEDS, PROTOCOLS, SplitProtocol, stratified_split
+from .torchgeo_change import LEVIRCDChangeDataModule, OSCDChangeDataModule
 
 __all__ = (
     'IMAGENET_MEAN',
@@ -29,6 +30,8 @@ __all__ = (
     'ChangeAugmentation',
     'ChangeFolderDataModule',
     'DatewisePhotometric',
+    'LEVIRCDChangeDataModule',
+    'OSCDChangeDataModule',
     'ResizeImage',
     'SceneClassificationDataModule',
     'SceneFolderDataModule',

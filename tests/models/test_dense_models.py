@@ -18,6 +18,7 @@ from geopeft.models import (
     build_segmentation_model,
     dense_parameter_report,
 )
+from geopeft.peft import METHODS
 
 
 def check_training_step(model: nn.Module, x: torch.Tensor) -> None:
@@ -152,3 +153,26 @@ def test_parameter_report_splits_parts() -> None:
 def len_params(model: nn.Module, *, peft: bool) -> int:
     names = peft_names(model)
     return sum(p.numel() for n, p in model.named_parameters() if (n in names) == peft)
+
+
+@pytest.mark.parametrize('method', METHODS)
+@pytest.mark.parametrize(
+    ('family', 'arch'),
+    [('convnext', 'upernet'), ('resnet', 'deeplabv3+'), ('vit', 'pspnet')],
+)
+def test_every_peft_method_trains_every_trainable_parameter(
+    method: str, family: str, arch: str
+) -> None:
+    # No trainable parameter may sit outside the forward pass (DDP would stall),
+    # also where the decoder reads only some levels (DeepLabV3+, PSPNet).
+    torch.manual_seed(0)
+    options = {**FAMILIES[family], 'decoder_kwargs': ARCHS.get(arch)}
+    model = build_segmentation_model(arch, num_classes=2, peft=method, **options)
+    x = torch.randn(2, 3, 64, 64)
+    target = torch.zeros(2, 1, 64, 64)
+    train_step(model, x, target)
+    for name, parameter in model.named_parameters():
+        assert (parameter.grad is not None) == parameter.requires_grad, name
+    backbone = model.encoder.backbone.model
+    trains_backbone = any(p.requires_grad for p in backbone.parameters())
+    assert trains_backbone == (method != 'linear')
