@@ -134,27 +134,11 @@ class PEFTChangeDetection(PEFTTaskMixin, ChangeDetection):
 
     def configure_models(self) -> None:
         """Build the Siamese encoder, the fusion, the decoder and the head."""
-        hparams = self.hparams
-        self.model = build_change_model(
-            hparams['model'],
-            hparams['backbone'],
-            num_classes=hparams['num_classes'] or hparams['num_labels'] or 1,
-            weights=self.weights,
-            in_channels=hparams['in_channels'],
-            peft=self.peft_config,
-            fusion=hparams['fusion'],
-            per_date_adapters=hparams['per_date_adapters'],
-            output_stride=hparams['output_stride'],
-            encoder_depth=hparams['encoder_depth'],
-            img_size=hparams['img_size'],
-            bands=hparams['bands'],
-            grad_checkpointing=hparams['grad_checkpointing'],
-            model_kwargs=hparams['model_kwargs'],
-            decoder_kwargs=hparams['decoder_kwargs'],
+        self.configure_dense_model(
+            build_change_model,
+            fusion=self.hparams['fusion'],
+            per_date_adapters=self.hparams['per_date_adapters'],
         )
-        if hparams['freeze_decoder']:
-            self.model.decoder.requires_grad_(False)
-        self.load_adapter_file()
 
     def configure_metrics(self) -> None:
         """TorchGeo's metrics plus precision, recall, F1 and IoU of change."""

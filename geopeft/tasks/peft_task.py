@@ -1,10 +1,12 @@
 """What every geopeft task adds to its TorchGeo parent."""
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
+from segmentation_models_pytorch.base import SegmentationModel
 from torch import Tensor
 
 from ..peft import PEFTConfig, keep_frozen_batchnorm_eval, load_adapter
@@ -45,6 +47,40 @@ class PEFTTaskMixin(LightningModule):
         """Load the adapter file given as ``adapter``, if any, into ``self.model``."""
         if self.adapter is not None:
             load_adapter(self.model, self.adapter)
+
+    def configure_dense_model(
+        self, builder: Callable[..., SegmentationModel], **options: Any
+    ) -> None:
+        """Build a dense model from the hyper-parameters the dense tasks share.
+
+        Sets ``self.model`` to ``builder(model, backbone, ...)``, freezes the decoder
+        when ``freeze_decoder`` is set and loads the adapter file, if any.
+
+        Args:
+            builder: :func:`~geopeft.models.build_segmentation_model` or
+                :func:`~geopeft.models.build_change_model`.
+            **options: The builder's task-specific arguments (e.g. ``fusion``).
+        """
+        hparams = self.hparams
+        self.model = builder(
+            hparams['model'],
+            hparams['backbone'],
+            num_classes=hparams['num_classes'] or hparams['num_labels'] or 1,
+            weights=self.weights,
+            in_channels=hparams['in_channels'],
+            peft=self.peft_config,
+            output_stride=hparams['output_stride'],
+            encoder_depth=hparams['encoder_depth'],
+            img_size=hparams['img_size'],
+            bands=hparams['bands'],
+            grad_checkpointing=hparams['grad_checkpointing'],
+            model_kwargs=hparams['model_kwargs'],
+            decoder_kwargs=hparams['decoder_kwargs'],
+            **options,
+        )
+        if hparams['freeze_decoder']:
+            self.model.decoder.requires_grad_(False)
+        self.load_adapter_file()
 
     def configure_optimizers(self) -> OptimizerLRScheduler:
         """Build AdamW over the trainable parameters and the chosen schedule.

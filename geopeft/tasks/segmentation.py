@@ -123,22 +123,4 @@ class PEFTSemanticSegmentation(PEFTTaskMixin, SemanticSegmentation):
 
     def configure_models(self) -> None:
         """Build the backbone, load its weights, apply PEFT, add decoder and head."""
-        hparams = self.hparams
-        self.model = build_segmentation_model(
-            hparams['model'],
-            hparams['backbone'],
-            num_classes=hparams['num_classes'] or hparams['num_labels'] or 1,
-            weights=self.weights,
-            in_channels=hparams['in_channels'],
-            peft=self.peft_config,
-            output_stride=hparams['output_stride'],
-            encoder_depth=hparams['encoder_depth'],
-            img_size=hparams['img_size'],
-            bands=hparams['bands'],
-            grad_checkpointing=hparams['grad_checkpointing'],
-            model_kwargs=hparams['model_kwargs'],
-            decoder_kwargs=hparams['decoder_kwargs'],
-        )
-        if hparams['freeze_decoder']:
-            self.model.decoder.requires_grad_(False)
-        self.load_adapter_file()
+        self.configure_dense_model(build_segmentation_model)
