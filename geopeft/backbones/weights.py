@@ -199,12 +199,15 @@ def load_backbone_weights(
 
 
 def _read_weights(
-    weights: WeightsEnum | str | os.PathLike[str], *, name: str
+    weights: WeightsEnum | str | os.PathLike[str] | Mapping[str, Tensor],
+    *,
+    name: str,
 ) -> dict[str, Tensor]:
     """Read a TorchGeo enum, its name, or a checkpoint file.
 
     Args:
-        weights: The enum, its name, or a file path.
+        weights: The enum, its name, a file path, or a state dict already read
+            (used as it is).
         name: timm model name of the backbone.
 
     Returns:
@@ -218,6 +221,8 @@ def _read_weights(
     if isinstance(weights, WeightsEnum):
         _check_enum(weights, name=name)
         return weights.get_state_dict(progress=True, weights_only=True)
+    if isinstance(weights, Mapping):
+        return dict(weights)
     if isinstance(weights, os.PathLike):
         return read_checkpoint(weights)
     if not isinstance(weights, str):
@@ -531,6 +536,8 @@ def _describe(weights: BackboneWeights) -> str:
         return 'The ImageNet weights'
     if isinstance(weights, WeightsEnum):
         return f'TorchGeo weights {weights}'
+    if isinstance(weights, Mapping):
+        return 'The given state dict'
     return f"Weights '{weights}'"
 
 

@@ -79,3 +79,120 @@ def build_optimizer(
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return {'optimizer': optimizer, 'lr_scheduler': LambdaLR(optimizer, factor)}
+
+
+def decay_groups(
+    module: nn.Module, weight_decay: float
+) -> list[dict[str, list[nn.Parameter] | float]]:
+    """Split the trainable parameters into decayed ones and norm parameters.
+
+    Norm layers (batch, group and layer norms) get no weight decay, as in the
+    KTDA reference recipe.
+
+    Args:
+        module: The model.
+        weight_decay: Decay of the other parameters.
+
+    Returns:
+        AdamW parameter groups (empty groups left out).
+    """
+    norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+    seen: set[int] = set()
+    plain: list[nn.Parameter] = []
+    normed: list[nn.Parameter] = []
+    for sub in module.modules():
+        for param in sub.parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            (normed if isinstance(sub, norms) else plain).append(param)
+    groups: list[dict[str, list[nn.Parameter] | float]] = []
+    if plain:
+        groups.append({'params': plain, 'weight_decay': weight_decay})
+    if normed:
+        groups.append({'params': normed, 'weight_decay': 0.0})
+    return groups
+
+
+def poly_factor(
+    step: int,
+    *,
+    max_iters: int,
+    warmup_iters: int = 0,
+    warmup_ratio: float = 1e-3,
+    power: float = 0.9,
+) -> float:
+    """Learning-rate factor of a linear warm-up followed by poly decay.
+
+    The poly factor ``(1 - step / max_iters) ** power`` falls to 0 at *max_iters*;
+    during the first *warmup_iters* steps it is scaled by a ramp from
+    *warmup_ratio* to 1 (the mmsegmentation schedule the KTDA recipe uses).
+
+    Args:
+        step: Optimiser step (0-based).
+        max_iters: Steps until the rate reaches 0.
+        warmup_iters: Warm-up steps.
+        warmup_ratio: Factor at step 0 of the warm-up.
+        power: Poly power.
+
+    Returns:
+        The factor of the base learning rate.
+    """
+    poly = max(0.0, 1.0 - step / max(1, max_iters)) ** power
+    if step < warmup_iters:
+        ramp = warmup_ratio + (1.0 - warmup_ratio) * step / warmup_iters
+        return poly * ramp
+    return poly
+
+
+def build_poly_optimizer(
+    module: nn.Module,
+    *,
+    lr: float,
+    weight_decay: float,
+    max_iters: int,
+    warmup_iters: int = 0,
+    warmup_ratio: float = 1e-3,
+    power: float = 0.9,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> OptimizerLRScheduler:
+    """AdamW without decay on norms, with warm-up + poly stepped every iteration.
+
+    Args:
+        module: The model; its trainable parameters are optimised.
+        lr: Peak learning rate.
+        weight_decay: Decay of non-norm parameters.
+        max_iters: Steps until the rate reaches 0.
+        warmup_iters: Linear warm-up steps.
+        warmup_ratio: Warm-up start as a fraction of *lr*.
+        power: Poly power.
+        betas: AdamW betas.
+
+    Returns:
+        Lightning's optimizer/scheduler dictionary (``interval='step'``).
+
+    Raises:
+        ValueError: If nothing is trainable.
+    """
+    groups = decay_groups(module, weight_decay)
+    if not groups:
+        msg = (
+            'The model has no trainable parameters: check the PEFT method '
+            '(e.g. peft="linear" still trains the head).'
+        )
+        raise ValueError(msg)
+    optimizer = AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay)
+
+    def factor(step: int) -> float:
+        return poly_factor(
+            step,
+            max_iters=max_iters,
+            warmup_iters=warmup_iters,
+            warmup_ratio=warmup_ratio,
+            power=power,
+        )
+
+    return {
+        'optimizer': optimizer,
+        'lr_scheduler': {'scheduler': LambdaLR(optimizer, factor), 'interval': 'step'},
+    }
