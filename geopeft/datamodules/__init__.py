@@ -8,6 +8,13 @@ from .change_augmentation import (
     change_train_augmentation,
 )
 from .change_detection import ChangeFolderDataModule
+from .ktda import GrassDataModule, L8BiomePatchesDataModule
+from .ktda_augmentation import (
+    KTDAAugmentation,
+    PhotoMetricDistortion,
+    ktda_eval_augmentation,
+    ktda_train_augmentation,
+)
 from .scene_classification import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -30,8 +37,12 @@ __all__ = (
     'ChangeAugmentation',
     'ChangeFolderDataModule',
     'DatewisePhotometric',
+    'GrassDataModule',
+    'KTDAAugmentation',
+    'L8BiomePatchesDataModule',
     'LEVIRCDChangeDataModule',
     'OSCDChangeDataModule',
+    'PhotoMetricDistortion',
     'ResizeImage',
     'SceneClassificationDataModule',
     'SceneFolderDataModule',
@@ -39,5 +50,7 @@ __all__ = (
     'UCMercedProtocolDataModule',
     'change_eval_augmentation',
     'change_train_augmentation',
+    'ktda_eval_augmentation',
+    'ktda_train_augmentation',
     'stratified_split',
 )

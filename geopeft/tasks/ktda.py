@@ -1,9 +1,11 @@
 """KTDA: semantic segmentation distilled from a frozen DINOv2 teacher."""
 
+import inspect
 import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
-from typing import Any, Literal
+from types import FrameType
+from typing import Any, Literal, cast
 
 import torch
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
@@ -15,6 +17,16 @@ from ..distill import DINOv2Teacher, build_ktda_model, distillation_loss
 from ..distill.modulation import FMMKind
 from .optim import SchedulerName, build_poly_optimizer
 from .peft_task import PEFTTaskMixin
+
+#: SemanticSegmentation arguments that KTDA fixes.
+_FIXED: dict[str, Any] = {
+    'model': 'upernet',
+    'task': 'multiclass',
+    'num_labels': None,
+    'num_filters': 3,
+    'pos_weight': None,
+    'freeze_decoder': False,
+}
 
 #: How the distillation loss gets the student's aligned features.
 DistillPass = Literal['reuse', 'second']
@@ -184,11 +196,11 @@ class KTDASegmentation(PEFTTaskMixin, SemanticSegmentation):
         # Not a sub-module: never in state_dict, hparams, DDP or device moves.
         self.__dict__['_teacher'] = None
         super().__init__(
-            model='upernet',
+            model=_FIXED['model'],
             backbone=backbone,
             weights=weights,
             in_channels=in_channels,
-            task='multiclass',
+            task=_FIXED['task'],
             num_classes=num_classes,
             labels=labels,
             loss=loss,
@@ -198,6 +210,40 @@ class KTDASegmentation(PEFTTaskMixin, SemanticSegmentation):
             patience=patience,
             freeze_backbone=freeze_backbone,
         )
+
+    def save_hyperparameters(
+        self,
+        *args: Any,
+        ignore: Sequence[str] | str | None = None,
+        frame: FrameType | None = None,
+        logger: bool = True,
+    ) -> None:
+        """Save the hyper-parameters, plus the parent's fixed ones.
+
+        LightningCLI gives a task the arguments of its own signature only, so the
+        :class:`~torchgeo.tasks.SemanticSegmentation` arguments that KTDA fixes
+        (``task``, ``model``, ...) are added here for the parent's methods.
+        """
+        frame = frame or cast(FrameType, inspect.currentframe()).f_back
+        super().save_hyperparameters(*args, ignore=ignore, frame=frame, logger=logger)
+        for key, value in _FIXED.items():
+            self.hparams.setdefault(key, value)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the task class; leave out the fixed parent arguments.
+
+        LightningCLI passes a checkpoint's hyper-parameters back as arguments,
+        which ``__init__`` does not take for the fixed ones.
+
+        Args:
+            checkpoint: The checkpoint being written.
+        """
+        super().on_save_checkpoint(checkpoint)
+        saved = checkpoint.get('hyper_parameters')
+        if saved is not None:
+            checkpoint['hyper_parameters'] = {
+                key: value for key, value in saved.items() if key not in _FIXED
+            }
 
     def configure_models(self) -> None:
         """Build the student model (the teacher is built when fitting starts)."""
