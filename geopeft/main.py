@@ -8,6 +8,7 @@ sub-commands are geopeft's own tools:
 * ``geopeft export-adapter``: adapter-only file from a Lightning checkpoint;
 * ``geopeft bench peft``: PEFT methods side by side (time, memory, size);
 * ``geopeft seeds``: a split protocol over several seeds (mean +- std);
+* ``geopeft prepare``: datasets that need a preparation step (L8-Biome patches);
 * ``geopeft demo``: the offline end-to-end demonstration (the main job).
 """
 
@@ -34,7 +35,7 @@ _RASTERIO_BEST_PRACTICES = {
 
 
 def _tools() -> dict[str, Callable[[Sequence[str]], int]]:
-    from .commands import bench, demo, export, params, seeds
+    from .commands import bench, demo, export, params, prepare, seeds
 
     return {
         'params': params.main,
@@ -42,6 +43,7 @@ def _tools() -> dict[str, Callable[[Sequence[str]], int]]:
         'bench': bench.main,
         'demo': demo.main,
         'seeds': seeds.main,
+        'prepare': prepare.main,
     }
 
 

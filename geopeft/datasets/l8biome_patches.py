@@ -668,10 +668,9 @@ class L8BiomePatches(ImageMaskDataset):
         if not path.is_file():
             msg = (
                 f'L8BiomePatches: {self.root} is not prepared ({path} does not '
-                'exist). Cut the L8 Biome scenes into patches first with '
-                'geopeft.datasets.prepare_l8biome_patches, e.g. python -c "from '
-                'geopeft.datasets import prepare_l8biome_patches as p; '
-                f"p('data/l8biome', '{self.root}')\" (download the scenes with "
+                'exist). Cut the L8 Biome scenes into patches first: geopeft '
+                f'prepare l8biome data/l8biome {self.root} (or '
+                'geopeft.datasets.prepare_l8biome_patches; download the scenes with '
                 "torchgeo.datasets.L8Biome('data/l8biome', download=True))."
             )
             raise L8BiomePatchesNotFoundError(msg)

@@ -325,7 +325,7 @@ class TestL8BiomePatches:
             L8BiomePatchesNotFoundError, match='prepare_l8biome_patches'
         ) as err:
             L8BiomePatches(tmp_path)
-        assert 'python -c' in str(err.value)
+        assert 'geopeft prepare l8biome' in str(err.value)
         assert isinstance(err.value, DatasetNotFoundError)
         with pytest.raises(ValueError, match='unknown split'):
             L8BiomePatches(tmp_path, 'validation')
@@ -338,3 +338,16 @@ class TestL8BiomePatches:
         with pytest.raises(L8BiomePatchesNotFoundError, match=f'masks/{name}.png'):
             L8BiomePatches(root, 'val')
         assert len(L8BiomePatches(root, 'test')) == 2
+
+
+def test_prepare_command(
+    l8_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from geopeft.main import main
+
+    output = tmp_path / 'patches'
+    args = ['prepare', 'l8biome', str(l8_root), str(output), '--patch-size', str(PATCH)]
+    assert main([*args, '--no-progress']) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert sum(report['patches'].values()) == KEPT
+    assert len(L8BiomePatches(output, split='train')) == report['patches']['train']
