@@ -7,6 +7,7 @@ sub-commands are geopeft's own tools:
 * ``geopeft params``: parameter report of a PEFT model;
 * ``geopeft export-adapter``: adapter-only file from a Lightning checkpoint;
 * ``geopeft bench peft``: PEFT methods side by side (time, memory, size);
+* ``geopeft bench ktda``: KTDA student variants side by side;
 * ``geopeft seeds``: a split protocol over several seeds (mean +- std);
 * ``geopeft prepare``: datasets that need a preparation step (L8-Biome patches);
 * ``geopeft demo``: the offline end-to-end demonstration (the main job).

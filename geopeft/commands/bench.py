@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..peft import METHODS
+from .bench_ktda import bench_ktda
 from .params import add_peft_arguments
 
 DEFAULT_METHODS = ('full', 'linear', 'bitfit', 'lora', 'adapter', 'upetu')
@@ -443,7 +444,7 @@ def main(argv: Sequence[str]) -> int:
     Returns:
         Exit status.
     """
-    benches = {'peft': bench_peft}
+    benches = {'peft': bench_peft, 'ktda': bench_ktda}
     if not argv or argv[0] not in benches:
         print(
             f'usage: geopeft bench {{{",".join(benches)}}} [options]', file=sys.stderr

@@ -44,21 +44,27 @@ class TokenBlocks(nn.Module):
 
 
 class BottleneckMLP(nn.Module):
-    """The MLP variant of FMM: ``dim -> hidden -> dim`` per token, GELU, no residual."""
+    """The MLP variant of FMM: ``dim -> hidden -> dim`` per token, GELU, no residual.
 
-    def __init__(self, dim: int, hidden: int) -> None:
+    With ``depth > 1`` that many bottlenecks run one after the other.
+    """
+
+    def __init__(self, dim: int, hidden: int, depth: int = 1) -> None:
         """Initialize a new BottleneckMLP.
 
         Args:
             dim: Token width.
             hidden: Bottleneck width (192 for a 768-d teacher).
+            depth: Bottlenecks in sequence.
         """
         super().__init__()
-        self.mlp = Mlp(dim, hidden_features=hidden, out_features=dim)
+        self.mlps = nn.Sequential(
+            *(Mlp(dim, hidden_features=hidden, out_features=dim) for _ in range(depth))
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """Map ``[B, dim, H, W]`` per pixel; same shape out."""
-        return self.mlp(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.mlps(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 class FeatureModulation(nn.Module):
@@ -66,11 +72,12 @@ class FeatureModulation(nn.Module):
 
     The reference uses 4 ViT blocks (768-d, 8 heads) per level: 16 blocks, about
     113 M parameters for a ViT-B teacher. ``depth`` and ``kind`` make it lighter:
-    fewer blocks, the bottleneck MLP (``dim -> dim / 4 -> dim``), or nothing.
+    fewer blocks, the bottleneck MLP (``dim -> dim / 4 -> dim``; ``depth`` of them
+    in sequence, as the reference's MLP-FMM ablations of depth 2-4), or nothing.
 
     Attributes:
         kind: ``'vit'``, ``'mlp'`` or ``'none'``.
-        depth: Blocks per level (``'vit'``).
+        depth: Blocks (or bottleneck MLPs) per level.
     """
 
     def __init__(
@@ -90,7 +97,7 @@ class FeatureModulation(nn.Module):
             levels: Pyramid levels.
             kind: ``'vit'`` (ViT blocks), ``'mlp'`` (bottleneck MLP) or ``'none'``
                 (identity: FAM only).
-            depth: ViT blocks per level; 0 is ``'none'``.
+            depth: ViT blocks (or bottleneck MLPs) per level; 0 is ``'none'``.
             heads: Attention heads; must divide *dim*.
             mlp_ratio: MLP ratio of the ViT blocks.
             hidden: Width of the MLP bottleneck; default ``dim // 4`` (192 for 768).
@@ -112,13 +119,15 @@ class FeatureModulation(nn.Module):
                 f'choose a divisor of {dim}.'
             )
             raise ValueError(msg)
-        self.kind: FMMKind = 'none' if kind == 'vit' and depth == 0 else kind
-        self.depth = depth if self.kind == 'vit' else 0
+        self.kind: FMMKind = 'none' if depth == 0 else kind
+        self.depth = 0 if self.kind == 'none' else depth
         modules: list[nn.Module]
         if self.kind == 'vit':
             modules = [TokenBlocks(dim, depth, heads, mlp_ratio) for _ in range(levels)]
         elif self.kind == 'mlp':
-            modules = [BottleneckMLP(dim, hidden or dim // 4) for _ in range(levels)]
+            modules = [
+                BottleneckMLP(dim, hidden or dim // 4, depth) for _ in range(levels)
+            ]
         else:
             modules = [nn.Identity() for _ in range(levels)]
         self.levels = nn.ModuleList(modules)

@@ -3,7 +3,6 @@
 import inspect
 import warnings
 from collections.abc import Sequence
-from contextlib import nullcontext
 from types import FrameType
 from typing import Any, Literal, cast
 
@@ -54,9 +53,11 @@ class KTDASegmentation(PEFTTaskMixin, SemanticSegmentation):
     ``distill_pass='reuse'`` (the default) computes ``L_distill`` from the FAM
     outputs of the pass that gives the logits; ``'second'`` runs the student
     backbone and FAM again as the reference does. The two differ only by fresh
-    drop-path draws, while the second pass costs another forward and backward of
-    the student backbone (about 1.3x the step time of a ConvNeXt-B student here,
-    ``geopeft bench ktda``), so reuse is the default.
+    drop-path draws, while the second pass keeps another student backbone's
+    activations for backward and runs it forward and backward again: 1.17x the
+    peak training memory of the reference (ConvNeXt-B, 256 px, batch 2, CPU; its
+    step time is dominated by the FMM there, ``geopeft bench ktda``), so reuse is
+    the default.
 
     Model selection: ``monitor='val_AverageJaccardIndex'`` (mIoU), maximised.
     """
@@ -132,7 +133,8 @@ class KTDASegmentation(PEFTTaskMixin, SemanticSegmentation):
             teacher_taps: Teacher blocks tapped (1-based); default the size's.
             teacher_kwargs: The teacher's ``timm.create_model`` arguments (tests).
             teacher_precision: ``'auto'`` (bf16 on an accelerator, fp32 on the
-                CPU), ``'bf16'`` or ``'32'``.
+                CPU), ``'bf16'`` or ``'32'`` (fp32 even inside a bf16-mixed
+                trainer).
             pad: Zero-pad inputs to a multiple of the teacher's patch size.
             distill_weight: Weight of the distillation loss; 0 trains without a
                 teacher (the 'no distillation' ablation).
@@ -325,10 +327,9 @@ class KTDASegmentation(PEFTTaskMixin, SemanticSegmentation):
         teacher = self.build_teacher()
         precision = self.hparams['teacher_precision']
         bf16 = precision == 'bf16' or (precision == 'auto' and x.device.type != 'cpu')
-        context = (
-            torch.autocast(device_type=x.device.type, dtype=torch.bfloat16)
-            if bf16
-            else nullcontext()
+        # fp32 disables any autocast around the step (e.g. bf16-mixed training).
+        context = torch.autocast(
+            device_type=x.device.type, dtype=torch.bfloat16, enabled=bf16
         )
         with torch.no_grad(), context:
             features = teacher(x)

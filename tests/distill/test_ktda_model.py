@@ -88,13 +88,15 @@ def test_parameter_report_groups() -> None:
 
 
 def test_mlp_fmm_is_a_bottleneck_without_residual() -> None:
-    fmm = FeatureModulation(768, kind='mlp')
+    fmm = FeatureModulation(768, kind='mlp', depth=1)
     mlp = fmm.levels[0]
     assert isinstance(mlp, BottleneckMLP)
-    assert mlp.mlp.fc1.weight.shape == (192, 768)
-    assert mlp.mlp.fc2.weight.shape == (768, 192)
-    nn.init.zeros_(mlp.mlp.fc2.weight)
-    nn.init.zeros_(mlp.mlp.fc2.bias)
+    (only,) = mlp.mlps
+    assert only.fc1.weight.shape == (192, 768)
+    assert only.fc2.weight.shape == (768, 192)
+    assert len(FeatureModulation(768, kind='mlp', depth=3).levels[0].mlps) == 3
+    nn.init.zeros_(only.fc2.weight)
+    nn.init.zeros_(only.fc2.bias)
     x = torch.randn(1, 768, 2, 2)
     assert torch.equal(mlp(x), torch.zeros_like(x))  # no residual
 

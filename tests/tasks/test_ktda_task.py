@@ -175,6 +175,15 @@ def test_teacher_runs_in_bf16_when_asked() -> None:
     torch.testing.assert_close(features[0], exact[0], atol=0.1, rtol=0.05)
 
 
+def test_fp32_teacher_stays_fp32_inside_bf16_autocast() -> None:
+    model = task(teacher_precision='32')
+    x = batch()['image']
+    exact = model.teacher_features(x)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        inside = model.teacher_features(x)
+    assert all(torch.equal(a, b) for a, b in zip(exact, inside, strict=True))
+
+
 def test_training_reduces_the_loss(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = task(lr=1e-3, warmup_iters=0)
