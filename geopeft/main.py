@@ -8,6 +8,9 @@ sub-commands are geopeft's own tools:
 * ``geopeft export-adapter``: adapter-only file from a Lightning checkpoint;
 * ``geopeft bench peft``: PEFT methods side by side (time, memory, size);
 * ``geopeft bench ktda``: KTDA student variants side by side;
+* ``geopeft bench sampling`` / ``bench predict``: raster sampling rate, whole-scene
+  prediction overhead and memory;
+* ``geopeft predict-raster``: a whole scene into a GeoTIFF (blended, resumable);
 * ``geopeft seeds``: a split protocol over several seeds (mean +- std);
 * ``geopeft prepare``: datasets that need a preparation step (L8-Biome patches);
 * ``geopeft demo``: the offline end-to-end demonstration (the main job).
@@ -36,7 +39,15 @@ _RASTERIO_BEST_PRACTICES = {
 
 
 def _tools() -> dict[str, Callable[[Sequence[str]], int]]:
-    from .commands import bench, demo, export, params, prepare, seeds
+    from .commands import (
+        bench,
+        demo,
+        export,
+        params,
+        predict_raster,
+        prepare,
+        seeds,
+    )
 
     return {
         'params': params.main,
@@ -45,6 +56,7 @@ def _tools() -> dict[str, Callable[[Sequence[str]], int]]:
         'demo': demo.main,
         'seeds': seeds.main,
         'prepare': prepare.main,
+        'predict-raster': predict_raster.main,
     }
 
 

@@ -3,7 +3,10 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
+import rasterio.transform
 import torch
 from torchgeo.main import main as torchgeo_main
 
@@ -199,4 +202,67 @@ def test_demo_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert Path(row['adapter_file']).is_file()
     assert (out / 'results.png').stat().st_size > 0
     assert (out / 'samples.png').stat().st_size > 0
+    # The last step maps a georeferenced scene: a class GeoTIFF on its grid.
+    scene = summary['scene']
+    assert 0 <= scene['pixel_accuracy'] <= 1
+    with (
+        rasterio.open(out / 'scene.tif') as src,
+        rasterio.open(scene['prediction']) as f,
+    ):
+        assert (f.crs, f.transform, f.shape) == (src.crs, src.transform, src.shape)
+        assert f.crs.to_epsg() == 32633
+        classes = f.read(1)
+    assert classes.max() < len(summary['results'][0]['classes'])
+    assert Path(scene['quicklook']).stat().st_size > 0
     assert not list(out.glob('.*'))  # no temporary files left behind
+
+
+def test_demo_maps_a_given_raster(tmp_path: Path) -> None:
+    # A 4-band raster (as NAIP's R, G, B, NIR) whose bands 1-3 are read as RGB.
+    raster = tmp_path / 'naip.tif'
+    profile = {
+        'driver': 'GTiff',
+        'width': 70,
+        'height': 50,
+        'count': 4,
+        'dtype': 'uint8',
+        'crs': 'EPSG:26914',
+        'transform': rasterio.transform.from_origin(600000, 5200000, 5, 5),
+    }
+    with rasterio.open(raster, 'w', **profile) as f:
+        f.write(np.random.default_rng(0).integers(0, 255, (4, 50, 70), dtype=np.uint8))
+    out = tmp_path / 'demo'
+    argv = [
+        'demo',
+        '--out',
+        str(out),
+        '--backbone',
+        'convnext_atto',
+        '--weights',
+        'none',
+        '--per-class',
+        '4',
+        '--epochs',
+        '1',
+        '--image-size',
+        '32',
+        '--batch-size',
+        '4',
+        '--accelerator',
+        'cpu',
+        '--methods',
+        'linear',
+        '--scene',
+        str(raster),
+        '--scene-bands',
+        '1',
+        '2',
+        '3',
+    ]
+    assert main(argv) == 0
+    scene = json.loads((out / 'metrics.json').read_text())['scene']
+    assert scene['pixel_accuracy'] is None  # no known layout
+    with rasterio.open(scene['prediction']) as f:
+        assert (f.width, f.height, f.crs.to_epsg()) == (70, 50, 26914)
+        assert f.transform == profile['transform']
+    assert not (out / 'scene.tif').exists()

@@ -444,10 +444,29 @@ def main(argv: Sequence[str]) -> int:
     Returns:
         Exit status.
     """
-    benches = {'peft': bench_peft, 'ktda': bench_ktda}
+    benches = {
+        'peft': bench_peft,
+        'ktda': bench_ktda,
+        'sampling': _bench_sampling,
+        'predict': _bench_predict,
+    }
     if not argv or argv[0] not in benches:
         print(
             f'usage: geopeft bench {{{",".join(benches)}}} [options]', file=sys.stderr
         )
         return 2
     return benches[argv[0]](argv[1:])
+
+
+def _bench_sampling(argv: Sequence[str]) -> int:
+    """``geopeft bench sampling`` (imported on use: it pulls in the raster stack)."""
+    from .bench_sampling import main as bench_sampling
+
+    return bench_sampling(argv)
+
+
+def _bench_predict(argv: Sequence[str]) -> int:
+    """``geopeft bench predict`` (imported on use)."""
+    from .bench_predict import main as bench_predict
+
+    return bench_predict(argv)

@@ -6,6 +6,11 @@ held-out split and writes metrics, adapters and plots. With no ``--data-root`` i
 uses geopeft's embedded *synthetic* scene generator: procedurally drawn, aerial-like
 scenes, not real imagery. Point ``--data-root`` at any folder-per-class dataset
 (UC Merced's ``Images`` folder, AID, your own chips) to run on real data.
+
+It ends with a whole georeferenced scene mapped by the best model into a class
+GeoTIFF plus a PNG quick-look (:mod:`geopeft.commands.demo_scene`): a synthetic
+mosaic of the classes by default (scored against its known layout), or any 8-bit
+raster given with ``--scene``.
 """
 
 import argparse
@@ -15,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import rasterio
 import torch
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -28,6 +34,7 @@ from ..io import atomic_write_text
 from ..peft import save_adapter
 from ..tasks import PEFTClassification
 from .demo_plots import plot_results, plot_samples
+from .demo_scene import pixel_accuracy, plot_scene, predict_scene, write_synthetic_scene
 
 #: Learning rate per method for the short demo schedule (head-only training and
 #: PEFT modules tolerate a larger step than full fine-tuning).
@@ -175,6 +182,21 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--num-workers', type=int, default=0)
     parser.add_argument('--accelerator', default='auto')
+    parser.add_argument(
+        '--scene',
+        type=Path,
+        default=None,
+        help='an 8-bit raster (GeoTIFF) to map at the end (default: a synthetic '
+        'georeferenced mosaic of the classes)',
+    )
+    parser.add_argument(
+        '--scene-bands',
+        type=int,
+        nargs=3,
+        default=None,
+        help='1-based bands of --scene read as RGB (default: 1 2 3)',
+    )
+    parser.add_argument('--no-scene', action='store_true', help='skip the scene map')
     args = parser.parse_args(argv)
     if args.weights.lower() == 'none':
         args.weights = None
@@ -201,6 +223,8 @@ def main(argv: Sequence[str]) -> int:
         'image_size': args.image_size,
         'results': results,
     }
+    if not args.no_scene:
+        summary['scene'] = map_scene(args, results, out)
     atomic_write_text(out / 'metrics.json', json.dumps(summary, indent=2))
     plot_results(summary, out / 'results.png')
 
@@ -220,4 +244,66 @@ def main(argv: Sequence[str]) -> int:
     print(f'metrics: {out / "metrics.json"}')
     print(f'plots:   {out / "results.png"}, {out / "samples.png"}')
     print(f'adapters: {out / "adapters"}  checkpoints: {out / "checkpoints"}')
+    scene = summary.get('scene')
+    if scene is not None:
+        accuracy = scene['pixel_accuracy']
+        scored = '' if accuracy is None else f', pixel accuracy {100 * accuracy:.1f}%'
+        print(
+            f'scene:   {scene["prediction"]} ({scene["width"]} x {scene["height"]} px, '
+            f'{scene["crs"]}, {scene["method"]} model{scored}, '
+            f'{scene["seconds"]:.1f} s)'
+        )
+        print(f'         quick-look {scene["quicklook"]}')
     return 0
+
+
+def map_scene(
+    args: argparse.Namespace, results: Sequence[dict[str, Any]], out: Path
+) -> dict[str, Any]:
+    """Map a whole scene with the best method's model into a GeoTIFF.
+
+    Args:
+        args: Parsed demo options (``scene``, ``scene_bands``, ``image_size``).
+        results: The methods' results (checkpoints, accuracies, classes).
+        out: Output directory.
+
+    Returns:
+        What was written and how well the map matches a known layout.
+    """
+    best = max(results, key=lambda row: row['test_accuracy'])
+    task = PEFTClassification.load_from_checkpoint(
+        best['best_checkpoint'], map_location='cpu', weights_only=True
+    )
+    classes = best['classes']
+    truth = None
+    scene = args.scene
+    if scene is None:
+        scene = out / 'scene.tif'
+        truth = write_synthetic_scene(
+            scene, classes, tile=args.image_size, seed=args.seed + 1
+        )
+    prediction = out / 'scene_prediction.tif'
+    report = predict_scene(
+        task.model,
+        scene,
+        prediction,
+        image_size=args.image_size,
+        bands=args.scene_bands,
+    )
+    quicklook = out / 'scene_quicklook.png'
+    plot_scene(
+        scene, prediction, classes, quicklook, bands=args.scene_bands, truth=truth
+    )
+    with rasterio.open(prediction) as f:
+        width, height, crs = f.width, f.height, str(f.crs)
+    return {
+        'input': str(scene),
+        'prediction': str(prediction),
+        'quicklook': str(quicklook),
+        'method': best['method'],
+        'width': width,
+        'height': height,
+        'crs': crs,
+        'seconds': report.seconds,
+        'pixel_accuracy': None if truth is None else pixel_accuracy(prediction, truth),
+    }
