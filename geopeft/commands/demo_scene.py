@@ -228,8 +228,13 @@ def plot_scene(
         ax.set_title(title)
         ax.axis('off')
     handles = [Patch(color=cmap(i), label=name) for i, name in enumerate(classes)]
-    fig.legend(handles=handles, loc='lower center', ncol=min(4, len(classes)))
-    fig.subplots_adjust(bottom=0.2)
+    fig.tight_layout()
+    fig.legend(
+        handles=handles,
+        loc='upper center',
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=min(4, len(classes)),
+    )
     with atomic_output(path) as temporary:
         fig.savefig(temporary, format='png', dpi=110, bbox_inches='tight')
     plt.close(fig)
