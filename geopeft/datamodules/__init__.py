@@ -15,6 +15,11 @@ from .ktda_augmentation import (
     ktda_eval_augmentation,
     ktda_train_augmentation,
 )
+from .rasters import (
+    RasterChangeDataModule,
+    RasterSegmentationDataModule,
+    SegmentationAugmentation,
+)
 from .scene_classification import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -43,9 +48,12 @@ __all__ = (
     'LEVIRCDChangeDataModule',
     'OSCDChangeDataModule',
     'PhotoMetricDistortion',
+    'RasterChangeDataModule',
+    'RasterSegmentationDataModule',
     'ResizeImage',
     'SceneClassificationDataModule',
     'SceneFolderDataModule',
+    'SegmentationAugmentation',
     'SplitProtocol',
     'UCMercedProtocolDataModule',
     'change_eval_augmentation',
