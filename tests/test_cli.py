@@ -172,27 +172,16 @@ def test_seeds_reports_mean_and_std(
     assert all(0 <= s <= 1 for s in payload['scores'])
 
 
+def demo_argv(out: Path, *extra: str) -> list[str]:
+    """``geopeft demo`` on a tiny random model: 4 images per class, 1 epoch."""
+    tiny = ['--backbone', 'convnext_atto', '--weights', 'none', '--per-class', '4']
+    fast = ['--epochs', '1', '--image-size', '32', '--batch-size', '4']
+    return ['demo', '--out', str(out), *tiny, *fast, '--accelerator', 'cpu', *extra]
+
+
 def test_demo_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / 'demo'
-    argv = [
-        'demo',
-        '--out',
-        str(out),
-        '--backbone',
-        'convnext_atto',
-        '--weights',
-        'none',
-        '--per-class',
-        '4',
-        '--epochs',
-        '1',
-        '--image-size',
-        '32',
-        '--batch-size',
-        '4',
-        '--accelerator',
-        'cpu',
-    ]
+    argv = demo_argv(out)
     assert main(argv) == 0
     assert 'NOT real imagery' in capsys.readouterr().out
     summary = json.loads((out / 'metrics.json').read_text())
@@ -232,24 +221,8 @@ def test_demo_maps_a_given_raster(tmp_path: Path) -> None:
     with rasterio.open(raster, 'w', **profile) as f:
         f.write(np.random.default_rng(0).integers(0, 255, (4, 50, 70), dtype=np.uint8))
     out = tmp_path / 'demo'
-    argv = [
-        'demo',
-        '--out',
-        str(out),
-        '--backbone',
-        'convnext_atto',
-        '--weights',
-        'none',
-        '--per-class',
-        '4',
-        '--epochs',
-        '1',
-        '--image-size',
-        '32',
-        '--batch-size',
-        '4',
-        '--accelerator',
-        'cpu',
+    argv = demo_argv(
+        out,
         '--methods',
         'linear',
         '--scene',
@@ -258,7 +231,7 @@ def test_demo_maps_a_given_raster(tmp_path: Path) -> None:
         '1',
         '2',
         '3',
-    ]
+    )
     assert main(argv) == 0
     scene = json.loads((out / 'metrics.json').read_text())['scene']
     assert scene['pixel_accuracy'] is None  # no known layout

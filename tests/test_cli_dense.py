@@ -6,7 +6,6 @@ As TorchGeo tests its tasks: a YAML in ``tests/conf`` per datamodule, run throug
 from a CSVLogger's ``metrics.csv``; predictions from the CLI's trainer.
 """
 
-import csv
 import importlib
 import inspect
 import os
@@ -20,6 +19,7 @@ import pytest
 import torch
 import yaml
 from change_data import make_change_folder, make_levircd, make_oscd
+from cli_helpers import logged_metrics, trainer_args
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from segmentation_data import make_loveda, make_potsdam
@@ -50,20 +50,7 @@ def _args(config: str, root: Path, out: Path, *, dict_kwargs: bool = True) -> li
         str(CONF / config),
         f'--data.{where}.root',
         str(root),
-        '--trainer.accelerator',
-        'cpu',
-        '--trainer.max_epochs',
-        '1',
-        '--trainer.log_every_n_steps',
-        '1',
-        '--trainer.enable_model_summary',
-        'false',
-        '--trainer.default_root_dir',
-        str(out),
-        '--trainer.logger',
-        'CSVLogger',
-        '--trainer.logger.save_dir',
-        str(out),
+        *trainer_args(out),
     ]
 
 
@@ -73,16 +60,6 @@ def _checkpoint(out: Path) -> Path:
     assert ckpts, 'fit wrote no checkpoint'
     best = [c for c in ckpts if c.name != 'last.ckpt']
     return (best or ckpts)[-1]
-
-
-def _logged(out: Path) -> dict[str, float]:
-    """Every metric the CSVLogger wrote under *out* (last value of each)."""
-    values: dict[str, float] = {}
-    for path in sorted(out.rglob('metrics.csv')):
-        with path.open() as f:
-            for row in csv.DictReader(f):
-                values.update({k: float(v) for k, v in row.items() if v != ''})
-    return values
 
 
 def _predictions(args: list[str]) -> list[Any]:
@@ -101,7 +78,7 @@ def test_change_folder_fit_validate_test_predict_resume(
     assert (ckpt.parent / 'last.ckpt').is_file()
     main(['validate', *args, '--ckpt_path', str(ckpt)])
     main(['test', *args, '--ckpt_path', str(ckpt)])
-    logged = _logged(tmp_path)
+    logged = logged_metrics(tmp_path)
     for name in ('ChangedF1', 'ChangedPrecision', 'ChangedRecall', 'ChangedIoU'):
         assert 0 <= logged[f'test_{name}'] <= 1
     assert 'val_ChangedF1' in logged
@@ -139,7 +116,7 @@ def test_torchgeo_change_datamodules_fit_test_predict(
     main(['fit', *args])
     ckpt = _checkpoint(out)
     main(['test', *args, '--ckpt_path', str(ckpt)])
-    assert 0 <= _logged(out)['test_ChangedF1'] <= 1
+    assert 0 <= logged_metrics(out)['test_ChangedF1'] <= 1
     predicting = predictor.__name__
     batches = _predictions(
         [*args, '--data.class_path', predicting, '--ckpt_path', str(ckpt)]
@@ -163,7 +140,7 @@ def test_torchgeo_fit_full_class_paths(change_folder: Path, tmp_path: Path) -> N
     assert task.model.encoder.encoder_b is not None
     # The same YAML works with the geopeft command too.
     main(['test', *args, '--ckpt_path', str(ckpt)])
-    assert 'test_ChangedF1' in _logged(tmp_path)
+    assert 'test_ChangedF1' in logged_metrics(tmp_path)
 
 
 def test_bare_class_names_resolve_in_a_fresh_process(
@@ -195,7 +172,7 @@ def test_loveda_fit_validate_predict(tmp_path: Path) -> None:
     main(['fit', *args])
     ckpt = _checkpoint(out)
     main(['validate', *args, '--ckpt_path', str(ckpt)])
-    logged = _logged(out)
+    logged = logged_metrics(out)
     for name in ('val_loss', 'val_AverageJaccardIndex', 'val_OverallAccuracy'):
         assert name in logged
     batches = _predictions([*args, '--ckpt_path', str(ckpt)])
@@ -215,7 +192,7 @@ def test_potsdam_fit_test(tmp_path: Path) -> None:
     args = _args('segmentation_potsdam.yaml', root, out)
     main(['fit', *args])
     main(['test', *args, '--ckpt_path', str(_checkpoint(out))])
-    assert 0 <= _logged(out)['test_AverageJaccardIndex'] <= 1
+    assert 0 <= logged_metrics(out)['test_AverageJaccardIndex'] <= 1
 
 
 @pytest.mark.parametrize(

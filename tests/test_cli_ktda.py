@@ -5,12 +5,12 @@ teacher saved to a local file; the recipes and ablations of ``experiments/ktda``
 instantiate as ``geopeft fit --config`` reads them.
 """
 
-import csv
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from cli_helpers import logged_metrics, trainer_args
 from ktda_data import make_grass
 from ktda_helpers import TINY_TAPS, TINY_TEACHER
 from lightning.pytorch.cli import LightningCLI
@@ -46,33 +46,11 @@ def _args(root: Path, out: Path, teacher: Path | None) -> list[str]:
         str(CONF / 'ktda_grass.yaml'),
         '--data.dict_kwargs.root',
         str(root),
-        '--trainer.accelerator',
-        'cpu',
-        '--trainer.max_epochs',
-        '1',
-        '--trainer.log_every_n_steps',
-        '1',
-        '--trainer.enable_model_summary',
-        'false',
-        '--trainer.default_root_dir',
-        str(out),
-        '--trainer.logger',
-        'CSVLogger',
-        '--trainer.logger.save_dir',
-        str(out),
+        *trainer_args(out),
     ]
     if teacher is not None:
         args += ['--model.init_args.teacher_weights', str(teacher)]
     return args
-
-
-def _logged(out: Path) -> dict[str, float]:
-    values: dict[str, float] = {}
-    for path in sorted(out.rglob('metrics.csv')):
-        with path.open() as f:
-            for row in csv.DictReader(f):
-                values.update({k: float(v) for k, v in row.items() if v != ''})
-    return values
 
 
 def test_fit_validate_test_predict_resume(
@@ -82,7 +60,7 @@ def test_fit_validate_test_predict_resume(
     main(['fit', *args])
     ckpts = sorted(tmp_path.rglob('*.ckpt'))
     best = next(c for c in ckpts if c.name != 'last.ckpt')
-    logged = _logged(tmp_path)
+    logged = logged_metrics(tmp_path)
     for name in ('train_loss_seg', 'train_loss_aux', 'train_loss_distill'):
         assert name in logged
     assert 0 <= logged['val_AverageJaccardIndex'] <= 1
@@ -93,7 +71,7 @@ def test_fit_validate_test_predict_resume(
     plain = _args(grass, tmp_path, None)
     main(['validate', *plain, '--ckpt_path', str(best)])
     main(['test', *plain, '--ckpt_path', str(best)])
-    logged = _logged(tmp_path)
+    logged = logged_metrics(tmp_path)
     assert 0 <= logged['test_AverageJaccardIndex'] <= 1
     assert 0 <= logged['test_OverallAccuracy'] <= 1
     cli = lightning_cli(['predict', *plain, '--ckpt_path', str(best)])

@@ -5,7 +5,6 @@ written by ``tests/rasters_data.py``, then ``test`` (and ``predict``) from the
 checkpoint, as ``tests/test_cli_dense.py`` does for the other data modules.
 """
 
-import csv
 import os
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from cli_helpers import logged_metrics, trainer_args
 from rasters_data import (
     DEFAULT_ORIGIN,
     make_labelled_scene,
@@ -36,40 +36,12 @@ def _checkpoint(out: Path) -> Path:
     return ckpts[-1]
 
 
-def _logged(out: Path) -> dict[str, float]:
-    """Every metric the CSVLogger wrote under *out* (last value of each)."""
-    values: dict[str, float] = {}
-    for path in sorted(out.rglob('metrics.csv')):
-        with path.open() as f:
-            for row in csv.DictReader(f):
-                values.update({k: float(v) for k, v in row.items() if v != ''})
-    return values
-
-
 def _args(config: str, data: dict[str, str], out: Path) -> list[str]:
     """CLI arguments: a tests/conf YAML, its data paths, one CPU epoch, CSV logs."""
     args = ['--config', str(CONF / config)]
     for key, value in data.items():
         args += [f'--data.init_args.{key}', value]
-    return [
-        *args,
-        '--trainer.accelerator',
-        'cpu',
-        '--trainer.max_epochs',
-        '1',
-        '--trainer.log_every_n_steps',
-        '1',
-        '--trainer.enable_model_summary',
-        'false',
-        '--trainer.enable_progress_bar',
-        'false',
-        '--trainer.default_root_dir',
-        str(out),
-        '--trainer.logger',
-        'CSVLogger',
-        '--trainer.logger.save_dir',
-        str(out),
-    ]
+    return [*args, *trainer_args(out), '--trainer.enable_progress_bar', 'false']
 
 
 def test_segmentation_fit_test_predict(tmp_path: Path) -> None:
@@ -83,7 +55,7 @@ def test_segmentation_fit_test_predict(tmp_path: Path) -> None:
     main(['fit', *args])
     ckpt = _checkpoint(out)
     main(['test', *args, '--ckpt_path', str(ckpt)])
-    logged = _logged(out)
+    logged = logged_metrics(out)
     assert 'val_loss' in logged
     assert 0 <= logged['test_AverageJaccardIndex'] <= 1
     cli = lightning_cli(['predict', *args, '--ckpt_path', str(ckpt)])
@@ -121,7 +93,7 @@ def test_change_fit_test(tmp_path: Path) -> None:
     )
     main(['fit', *args])
     main(['test', *args, '--ckpt_path', str(_checkpoint(out))])
-    logged = _logged(out)
+    logged = logged_metrics(out)
     assert 'val_ChangedF1' in logged
     assert 0 <= logged['test_ChangedF1'] <= 1
 
