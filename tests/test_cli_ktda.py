@@ -8,12 +8,14 @@ instantiate as ``geopeft fit --config`` reads them.
 from pathlib import Path
 
 import pytest
+import rasterio
 import torch
 import yaml
 from cli_helpers import logged_metrics, trainer_args
 from ktda_data import make_grass
 from ktda_helpers import TINY_TAPS, TINY_TEACHER
 from lightning.pytorch.cli import LightningCLI
+from rasters_data import make_raster
 from torchgeo.datamodules import BaseDataModule
 from torchgeo.tasks import BaseTask
 
@@ -80,6 +82,18 @@ def test_fit_validate_test_predict_resume(
     assert batches[0]['probabilities'].shape[1:] == (5, 32, 32)
     assert isinstance(cli.model, KTDASegmentation)
     assert cli.model.teacher is None
+    # A whole georeferenced scene through the student only.
+    scene = make_raster(tmp_path / 'scene.tif', size=(45, 70), dtype='uint8')
+    mapped = tmp_path / 'scene_classes.tif'
+    norm = ['--mean', '123', '116', '103', '--std', '58', '57', '57']
+    chips = ['--chip-size', '28', '--overlap', '8', '--no-progress']
+    argv = ['predict-raster', '--ckpt', str(best), str(scene), str(mapped)]
+    assert main([*argv, *norm, *chips]) == 0
+    with rasterio.open(scene) as src, rasterio.open(mapped) as out:
+        assert out.crs == src.crs
+        assert out.transform == src.transform
+        assert out.shape == src.shape
+        assert out.read(1).max() < 5
     # Training resumes from the last checkpoint (the teacher is built again).
     last = best.parent / 'last.ckpt'
     main(['fit', *args, '--trainer.max_epochs', '2', '--ckpt_path', str(last)])
