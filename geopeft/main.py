@@ -16,6 +16,7 @@ sub-commands are geopeft's own tools:
 * ``geopeft demo``: the offline end-to-end demonstration (the main job).
 """
 
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -38,26 +39,22 @@ _RASTERIO_BEST_PRACTICES = {
 }
 
 
-def _tools() -> dict[str, Callable[[Sequence[str]], int]]:
-    from .commands import (
-        bench,
-        demo,
-        export,
-        params,
-        predict_raster,
-        prepare,
-        seeds,
-    )
+#: geopeft's own sub-commands: name -> module of ``geopeft.commands`` with a
+#: ``main(argv)``. Only the module of the command run is imported.
+_TOOLS = {
+    'params': 'params',
+    'export-adapter': 'export',
+    'bench': 'bench',
+    'demo': 'demo',
+    'seeds': 'seeds',
+    'prepare': 'prepare',
+    'predict-raster': 'predict_raster',
+}
 
-    return {
-        'params': params.main,
-        'export-adapter': export.main,
-        'bench': bench.main,
-        'demo': demo.main,
-        'seeds': seeds.main,
-        'prepare': prepare.main,
-        'predict-raster': predict_raster.main,
-    }
+
+def _tool(name: str) -> Callable[[Sequence[str]], int]:
+    """The ``main`` of a sub-command (imported on use)."""
+    return importlib.import_module(f'geopeft.commands.{_TOOLS[name]}').main
 
 
 def lightning_cli(args: ArgsType = None) -> LightningCLI:
@@ -92,9 +89,8 @@ def main(args: Sequence[str] | None = None) -> int:
         Process exit status.
     """
     argv = list(sys.argv[1:] if args is None else args)
-    tools = _tools()
-    if argv and argv[0] in tools:
-        return tools[argv[0]](argv[1:])
+    if argv and argv[0] in _TOOLS:
+        return _tool(argv[0])(argv[1:])
     # From the command line LightningCLI reads sys.argv itself (passing it too
     # triggers Lightning's mixed-arguments warning).
     lightning_cli(None if args is None else argv)

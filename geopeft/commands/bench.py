@@ -17,6 +17,7 @@ on the same (possibly noisy) machine.
 """
 
 import argparse
+import importlib
 import json
 import statistics
 import subprocess
@@ -26,7 +27,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..peft import METHODS
-from .bench_ktda import bench_ktda
 from .params import add_peft_arguments
 
 DEFAULT_METHODS = ('full', 'linear', 'bitfit', 'lora', 'adapter', 'upetu')
@@ -444,29 +444,18 @@ def main(argv: Sequence[str]) -> int:
     Returns:
         Exit status.
     """
-    benches = {
-        'peft': bench_peft,
-        'ktda': bench_ktda,
-        'sampling': _bench_sampling,
-        'predict': _bench_predict,
+    # The other benches live in their own modules, imported on use.
+    others = {
+        'ktda': ('bench_ktda', 'bench_ktda'),
+        'sampling': ('bench_sampling', 'main'),
+        'predict': ('bench_predict', 'main'),
     }
-    if not argv or argv[0] not in benches:
-        print(
-            f'usage: geopeft bench {{{",".join(benches)}}} [options]', file=sys.stderr
-        )
+    names = ['peft', *others]
+    if not argv or argv[0] not in names:
+        print(f'usage: geopeft bench {{{",".join(names)}}} [options]', file=sys.stderr)
         return 2
-    return benches[argv[0]](argv[1:])
-
-
-def _bench_sampling(argv: Sequence[str]) -> int:
-    """``geopeft bench sampling`` (imported on use: it pulls in the raster stack)."""
-    from .bench_sampling import main as bench_sampling
-
-    return bench_sampling(argv)
-
-
-def _bench_predict(argv: Sequence[str]) -> int:
-    """``geopeft bench predict`` (imported on use)."""
-    from .bench_predict import main as bench_predict
-
-    return bench_predict(argv)
+    if argv[0] == 'peft':
+        return bench_peft(argv[1:])
+    module, function = others[argv[0]]
+    bench = importlib.import_module(f'geopeft.commands.{module}')
+    return getattr(bench, function)(argv[1:])

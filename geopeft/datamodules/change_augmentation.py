@@ -59,6 +59,27 @@ def _statistics(values: float | Sequence[float] | Tensor) -> Tensor:
     return torch.as_tensor(values, dtype=torch.float32).reshape(-1)
 
 
+def _check_statistics(owner: str, mean: Tensor, std: Tensor, bands: int) -> None:
+    """Check that *mean* and *std* hold one value, or one value per band.
+
+    Args:
+        owner: The augmentation, for the message.
+        mean: Per-band means.
+        std: Per-band standard deviations.
+        bands: Bands of the images.
+
+    Raises:
+        ValueError: Naming the statistic, its length and the band count.
+    """
+    for name, values in (('mean', mean), ('std', std)):
+        if values.numel() not in (1, bands):
+            msg = (
+                f'{owner}: {name} has {values.numel()} values but the images have '
+                f'{bands} bands; pass one value per band (or one value for all bands)'
+            )
+            raise ValueError(msg)
+
+
 class DatewisePhotometric(nn.Module):
     """Photometric jitter drawn independently for every date of every sample.
 
@@ -184,14 +205,7 @@ class ChangeAugmentation(nn.Module):
             )
             raise ValueError(msg)
         b, t, c, h, w = image.shape
-        for name, values in (('mean', self.mean), ('std', self.std)):
-            if values.numel() not in (1, c):
-                msg = (
-                    f'ChangeAugmentation: {name} has {values.numel()} values but the '
-                    f'images have {c} bands; pass one value per band (or one value '
-                    'for all bands)'
-                )
-                raise ValueError(msg)
+        _check_statistics('ChangeAugmentation', self.mean, self.std, c)
 
         mask = batch.get('mask')
         out = dict(batch)

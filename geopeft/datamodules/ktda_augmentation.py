@@ -22,7 +22,7 @@ from kornia.color import hsv_to_rgb, rgb_to_hsv
 from torch import Tensor, nn
 from torchgeo.datasets.utils import Sample
 
-from .change_augmentation import _pair, _statistics
+from .change_augmentation import _check_statistics, _pair, _statistics
 
 
 class PhotoMetricDistortion(nn.Module):
@@ -190,15 +190,7 @@ class KTDAAugmentation(nn.Module):
                 f'[B, C, H, W]; got image of shape {tuple(image.shape)}'
             )
             raise ValueError(msg)
-        c = image.shape[1]
-        for name, values in (('mean', self.mean), ('std', self.std)):
-            if values.numel() not in (1, c):
-                msg = (
-                    f'KTDAAugmentation: {name} has {values.numel()} values but the '
-                    f'images have {c} bands; pass one value per band (or one value '
-                    'for all bands)'
-                )
-                raise ValueError(msg)
+        _check_statistics('KTDAAugmentation', self.mean, self.std, image.shape[1])
 
         out = dict(batch)
         mask = batch.get('mask')
