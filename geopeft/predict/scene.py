@@ -504,6 +504,14 @@ def predict_raster(
             if writer_thread.is_alive():
                 rows_out.put(_DONE)
                 writer_thread.join()
+            if writer.rows_done == 0:
+                # Nothing to resume from: leave no files behind.
+                writer.discard()
+                err.add_note(
+                    'The prediction stopped before writing any row; nothing was '
+                    'written.'
+                )
+                raise
             err.add_note(
                 f'The prediction stopped after writing {writer.rows_done} of '
                 f'{grid.height} rows. {writer.partial} and {writer.progress} are '

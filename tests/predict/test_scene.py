@@ -180,6 +180,21 @@ def test_interrupted_prediction_resumes(tmp_path: Path) -> None:
     assert not partial_path(out).exists() and not progress_path(out).exists()
 
 
+def test_a_failure_before_any_row_leaves_no_file(tmp_path: Path) -> None:
+    source = make_raster(tmp_path / 'in.tif', size=(100, 40))
+    out = tmp_path / 'out.tif'
+    # The output is opened first (num_outputs given: no probing call), then the
+    # model fails on its first chips.
+    failing = Counting(identity, fail_after=0)
+    options = {'output_mode': 'probabilities', 'activation': 'none', **FAST}
+    with pytest.raises(RuntimeError, match='model failed') as info:
+        predict_raster(
+            failing, source, out, chip_size=32, overlap=8, num_outputs=3, **options
+        )
+    assert 'nothing was written' in ' '.join(info.value.__notes__)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['in.tif']
+
+
 def test_other_settings_start_over(tmp_path: Path) -> None:
     source = make_raster(tmp_path / 'in.tif', size=(100, 40))
     out = tmp_path / 'out.tif'
