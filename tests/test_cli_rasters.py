@@ -121,13 +121,27 @@ def test_band_mismatch_with_the_task_is_named(tmp_path: Path) -> None:
         )
 
 
-def test_segmentation_fits_with_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
+def _ddp_data(task: str, root: Path) -> tuple[str, dict[str, str]]:
+    """Config file and data paths of a DDP run of *task* on generated rasters."""
+    if task == 'segmentation':
+        image, mask = make_labelled_scene(
+            root, size=128, num_classes=3, block=8, tile=16
+        )
+        return 'rasters_segmentation.yaml', {'images': str(image), 'labels': str(mask)}
+    a, change = make_labelled_scene(
+        root, size=128, num_classes=2, block=8, tile=16, name='a'
+    )
+    b, _ = make_labelled_scene(root, size=128, block=8, tile=16, name='b', seed=1)
+    paths = {'images_a': str(a), 'images_b': str(b), 'labels': str(change)}
+    return 'rasters_change.yaml', paths
+
+
+@pytest.mark.parametrize('task', ['segmentation', 'change'])
+def test_fits_with_ddp_on_two_cpu_processes(task: str, tmp_path: Path) -> None:
     # The samplers shard themselves (and are DistributedSamplers, so Lightning does
     # not shard them again): 8 patches per epoch, 2 ranks, batch 2 -> 2 steps.
-    image, mask = make_labelled_scene(
-        tmp_path / 'data', size=128, num_classes=3, block=8, tile=16
-    )
-    config = yaml.safe_load((CONF / 'rasters_segmentation.yaml').read_text())
+    name, paths = _ddp_data(task, tmp_path / 'data')
+    config = yaml.safe_load((CONF / name).read_text())
     config['trainer'] = {
         'max_epochs': 1,
         'accelerator': 'cpu',
@@ -138,9 +152,7 @@ def test_segmentation_fits_with_ddp_on_two_cpu_processes(tmp_path: Path) -> None
         'limit_val_batches': 1,
         'default_root_dir': str(tmp_path / 'run'),
     }
-    config['data']['init_args'].update(
-        images=str(image), labels=str(mask), length=8, batch_size=2
-    )
+    config['data']['init_args'].update(paths, length=8, batch_size=2)
     path = tmp_path / 'config.yaml'
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}

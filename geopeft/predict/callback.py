@@ -30,6 +30,7 @@ import rasterio
 from lightning.pytorch.callbacks import BasePredictionWriter
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
+from rasterio.windows import Window
 from torch import Tensor
 
 from .blending import DiskAccumulator
@@ -84,6 +85,7 @@ class GeoTIFFPredictionWriter(BasePredictionWriter):
         overwrite: bool = False,
         key: str = 'probabilities',
         gdal_cache_mb: int = 64,
+        mask: str | os.PathLike[str] | bool | None = None,
     ) -> None:
         """Initialize a new GeoTIFFPredictionWriter instance.
 
@@ -103,6 +105,10 @@ class GeoTIFFPredictionWriter(BasePredictionWriter):
             overwrite: Replace an existing output.
             key: Key of the probabilities in a dictionary prediction.
             gdal_cache_mb: Cap of GDAL's block cache while predicting.
+            mask: A raster on the output grid whose nodata pixels (its GDAL
+                dataset mask: nodata value, mask band or alpha) stay nodata in the
+                output. None: the *grid* raster when *grid* is a path, else no
+                mask; False: no mask.
         """
         super().__init__(write_interval='batch')
         self.output = Path(output)
@@ -119,6 +125,12 @@ class GeoTIFFPredictionWriter(BasePredictionWriter):
         self.overwrite = overwrite
         self.key = key
         self.gdal_cache_mb = gdal_cache_mb
+        if mask is None and isinstance(grid, str | os.PathLike):
+            mask = grid
+        self.mask = None if mask is None or mask is False else Path(mask)
+        if mask is True:
+            msg = 'mask=True is ambiguous: give the raster whose nodata to keep'
+            raise ValueError(msg)
         self.grid: RasterGrid | None = None
         self._accumulator: DiskAccumulator | None = None
         self._weights: dict[tuple[int, int], np.ndarray] = {}
@@ -157,6 +169,30 @@ class GeoTIFFPredictionWriter(BasePredictionWriter):
             loaders = trainer.predict_dataloaders
             loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
             self.grid = grid_of_dataset(loader.dataset)
+        if self.mask is not None:
+            self._check_mask(self.mask)
+
+    def _check_mask(self, path: Path) -> None:
+        """Refuse a mask raster that is missing or off the output grid."""
+        assert self.grid is not None
+        if not path.exists():
+            msg = f'mask raster not found: {path}'
+            raise FileNotFoundError(msg)
+        with rasterio.open(path) as dataset:
+            grid = RasterGrid.of(dataset)
+        same = (
+            grid.crs == self.grid.crs
+            and (grid.width, grid.height) == (self.grid.width, self.grid.height)
+            and grid.transform.almost_equals(
+                self.grid.transform, precision=1e-6 * abs(self.grid.transform.a)
+            )
+        )
+        if not same:
+            msg = (
+                f'the mask raster {path} is not on the output grid ({grid} vs '
+                f'{self.grid}): give a raster on that grid, or mask=False'
+            )
+            raise ValueError(msg)
 
     def _unpack(self, prediction: Any, batch: Any) -> tuple[Tensor, Tensor]:
         """Probabilities ``[B, K, h, w]`` and transforms ``[B, 9]`` of a batch."""
@@ -248,11 +284,19 @@ class GeoTIFFPredictionWriter(BasePredictionWriter):
             )
             writer.open()
             try:
-                for start in range(0, self.grid.height, self.blocksize):
-                    stop = min(start + self.blocksize, self.grid.height)
-                    sums, weight = accumulator.view(start, stop)
-                    valid = np.ones(weight.shape, dtype=bool)
-                    writer.write(start, encoding.encode(sums, weight, valid))
+                with ExitStack() as files:
+                    mask = None
+                    if self.mask is not None:
+                        mask = files.enter_context(rasterio.open(self.mask))
+                    for start in range(0, self.grid.height, self.blocksize):
+                        stop = min(start + self.blocksize, self.grid.height)
+                        sums, weight = accumulator.view(start, stop)
+                        if mask is None:
+                            valid = np.ones(weight.shape, dtype=bool)
+                        else:
+                            window = Window(0, start, self.grid.width, stop - start)
+                            valid = mask.dataset_mask(window=window) > 0
+                        writer.write(start, encoding.encode(sums, weight, valid))
                 writer.commit()
             except BaseException:
                 writer.discard()

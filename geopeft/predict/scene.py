@@ -8,17 +8,23 @@ blending weights) in three overlapping stages:
   at the scene's edges), drops chips that are entirely nodata and puts batches
   into a bounded queue (``prefetch`` batches);
 * the **main thread** runs the model on each batch (inference mode; on CUDA in
-  bfloat16 autocast and channels-last by default), applies the activation and adds
-  the chips to a :class:`~geopeft.predict.blending.StripAccumulator` (float64
-  sums for probabilities, exact; float32 for a class map); when a
-  chip-row is done, the rows no later chip touches are blended, encoded
-  (:class:`~geopeft.predict.encoding.OutputEncoding`) and handed on;
+  bfloat16 autocast and channels-last by default) and applies the activation;
+* a **blender thread** adds the chips to a
+  :class:`~geopeft.predict.blending.StripAccumulator` (float64 sums for
+  probabilities, exact; float32 for a class map); when a chip-row is done, the
+  rows no later chip touches are blended, encoded
+  (:class:`~geopeft.predict.encoding.OutputEncoding`) and handed on, so that the
+  model never waits for the blending (on a GPU the blending costs as much as the
+  model);
 * a **writer thread** writes them block-row by block-row into the resumable,
   atomically renamed GeoTIFF (:class:`~geopeft.predict.writer.GeoTIFFStripWriter`).
 
+GDAL decodes the input's tiles and compresses the output's with ``gdal_threads``
+threads.
+
 Memory is therefore ``O(width x chip_size x classes)``: the accumulator's band of
-rows, a few batches of chips and a few encoded strips, whatever the scene's
-height; GDAL's block cache is capped (``gdal_cache_mb``).
+rows, a few batches of chips and predictions and a few encoded strips, whatever
+the scene's height; GDAL's block cache is capped (``gdal_cache_mb``).
 """
 
 import os
@@ -236,6 +242,12 @@ class _ModelRunner:
         return out
 
 
+def default_gdal_threads() -> int:
+    """GDAL threads for decoding and compressing: up to 4, as the CPU allows."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else 0
+    return max(1, min(4, cpus or os.cpu_count() or 1))
+
+
 def encode_rows(
     accumulator: StripAccumulator,
     encoding: OutputEncoding,
@@ -304,6 +316,7 @@ def predict_raster(
     progress: bool = True,
     settings: Mapping[str, Any] | None = None,
     gdal_cache_mb: int = 16,
+    gdal_threads: int | None = None,
 ) -> PredictionReport:
     """Predict over a whole scene into a tiled, compressed GeoTIFF on its grid.
 
@@ -345,6 +358,8 @@ def predict_raster(
         settings: What else determines the output (e.g. the model's checkpoint);
             an interrupted run is only resumed when they are equal.
         gdal_cache_mb: Cap of GDAL's block cache during the run.
+        gdal_threads: Threads GDAL uses to decode the inputs' tiles and to
+            compress the output's (None: up to 4, as the CPU allows).
 
     Returns:
         What the run did.
@@ -365,8 +380,12 @@ def predict_raster(
     paths = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
     check_output(output, overwrite)
     chips_done = skipped = 0
+    threads = default_gdal_threads() if gdal_threads is None else gdal_threads
+    if threads < 1:
+        msg = f'gdal_threads must be >= 1, got {threads}'
+        raise ValueError(msg)
     with (
-        rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb * 2**20),
+        rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb * 2**20, GDAL_NUM_THREADS=threads),
         SceneInputs(
             paths,
             bands=bands,
@@ -406,6 +425,7 @@ def predict_raster(
             compress=compress,
             resume=resume,
             overwrite=overwrite,
+            threads=threads,
             settings={
                 'inputs': scene.describe(),
                 'bands': list(bands) if bands is not None else None,
@@ -429,6 +449,7 @@ def predict_raster(
         remaining = (len(grid.row_offsets) - first) * len(grid.col_offsets)
         stop = threading.Event()
         chips_in: queue.Queue = queue.Queue(maxsize=prefetch)
+        blend_in: queue.Queue = queue.Queue(maxsize=prefetch)
         rows_out: queue.Queue = queue.Queue(maxsize=2)
         failures: list[BaseException] = []
 
@@ -444,6 +465,25 @@ def predict_raster(
                 return
             _put(chips_in, _DONE, stop)
 
+        def blend() -> None:
+            while (item := blend_in.get()) is not _DONE:
+                if failures or stop.is_set():
+                    continue
+                try:
+                    if isinstance(item, RowEnd):
+                        start = grid.finished_rows(item.chip_row)[0]
+                        rows = encode_rows(accumulator, encoding, start, item.valid)
+                        rows_out.put((start, rows))
+                        if item.chip_row + 1 < len(grid.row_offsets):
+                            accumulator.advance(grid.row_offsets[item.chip_row + 1])
+                        continue
+                    predictions, cols = item
+                    for prediction, col in zip(predictions, cols, strict=True):
+                        accumulator.add(prediction, col)
+                except BaseException as err:  # handed to the main thread
+                    failures.append(err)
+            rows_out.put(_DONE)
+
         def write() -> None:
             while (item := rows_out.get()) is not _DONE:
                 if failures:
@@ -454,8 +494,10 @@ def predict_raster(
                     failures.append(err)
 
         reader = threading.Thread(target=read, name='predict-reader', daemon=True)
+        blender = threading.Thread(target=blend, name='predict-blender')
         writer_thread = threading.Thread(target=write, name='predict-writer')
         reader.start()
+        blender.start()
         writer_thread.start()
         bar = tqdm(
             total=remaining,
@@ -464,6 +506,14 @@ def predict_raster(
             disable=not progress,
             dynamic_ncols=True,
         )
+
+        def finish_threads() -> None:
+            """Let the blender and the writer drain their queues and stop."""
+            if blender.is_alive():
+                blend_in.put(_DONE)
+                blender.join()
+            writer_thread.join()
+
         try:
             while True:
                 item = chips_in.get()
@@ -481,29 +531,20 @@ def predict_raster(
                             f'expected {num_outputs}'
                         )
                         raise ValueError(msg)
-                    for prediction, col in zip(predictions, item.cols, strict=True):
-                        accumulator.add(prediction, col)
+                    blend_in.put((predictions, item.cols))
                     chips_done += len(item.cols)
                     bar.update(len(item.cols))
                     continue
-                start = grid.finished_rows(item.chip_row)[0]
-                rows_out.put(
-                    (start, encode_rows(accumulator, encoding, start, item.valid))
-                )
-                if item.chip_row + 1 < len(grid.row_offsets):
-                    accumulator.advance(grid.row_offsets[item.chip_row + 1])
+                blend_in.put(item)
                 skipped += item.skipped
                 bar.update(item.skipped)
-            rows_out.put(_DONE)
-            writer_thread.join()
+            finish_threads()
             if failures:
                 raise failures[0]
             writer.commit()
         except BaseException as err:
             stop.set()
-            if writer_thread.is_alive():
-                rows_out.put(_DONE)
-                writer_thread.join()
+            finish_threads()
             if writer.rows_done == 0:
                 # Nothing to resume from: leave no files behind.
                 writer.discard()

@@ -121,6 +121,7 @@ class GeoTIFFStripWriter:
         settings: Mapping[str, Any] | None = None,
         resume: bool = True,
         overwrite: bool = False,
+        threads: int = 1,
     ) -> None:
         """Initialize a new GeoTIFFStripWriter instance.
 
@@ -134,6 +135,7 @@ class GeoTIFFStripWriter:
                 only resumed when they are equal.
             resume: Continue a partial file with equal settings if there is one.
             overwrite: Replace an existing output when complete.
+            threads: Threads GDAL compresses the tiles with.
 
         Raises:
             ValueError: If *blocksize* or *compress* is invalid.
@@ -153,6 +155,7 @@ class GeoTIFFStripWriter:
         self.compress = compress
         self.resume = resume
         self.overwrite = overwrite
+        self.threads = threads
         self.settings = _jsonable(
             {
                 **(settings or {}),
@@ -197,6 +200,8 @@ class GeoTIFFStripWriter:
         if self.compress != 'none':
             profile['compress'] = self.compress
             profile['predictor'] = 3 if self.encoding.dtype == 'float32' else 2
+            if self.threads > 1:
+                profile['num_threads'] = self.threads
         return profile
 
     def open(self) -> int:

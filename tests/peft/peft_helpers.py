@@ -57,7 +57,7 @@ def train_steps(model: nn.Module, x: Tensor, steps: int = 2) -> None:
     """Run a few AdamW steps on the trainable parameters."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-2)
-    target = torch.arange(x.shape[0]) % 5
+    target = torch.arange(x.shape[0], device=x.device) % 5
     train_mode(model)
     for _ in range(steps):
         optimizer.zero_grad()

@@ -97,3 +97,32 @@ def test_writer_rejects_chips_off_the_grid(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match='between pixels'):
         predict(raster, writer)
     assert not out.exists() and not writer.scratch.exists()
+
+
+def test_writer_keeps_the_nodata_of_the_grid_raster(tmp_path: Path) -> None:
+    values = np.random.default_rng(0).integers(1, 1000, (3, 40, 50), dtype='uint16')
+    values[:, :10, :] = 0  # a nodata strip along the north edge
+    values[:, 25:30, 5:20] = 0
+    raster = make_raster(tmp_path / 'scene.tif', values=values, nodata=0)
+    out = tmp_path / 'classes.tif'
+    predict(raster, GeoTIFFPredictionWriter(out, grid=raster, overlap=8))
+    with rasterio.open(out) as got:
+        classes = got.read(1)
+        nodata = got.nodata
+    empty = (values == 0).all(axis=0)
+    assert (classes[empty] == nodata).all()
+    assert (classes[~empty] == np.argmax(values, axis=0)[~empty]).all()
+    # Without the mask the same pixels get a class.
+    unmasked = tmp_path / 'unmasked.tif'
+    predict(raster, GeoTIFFPredictionWriter(unmasked, grid=raster, mask=False))
+    with rasterio.open(unmasked) as got:
+        assert (got.read(1) != got.nodata).all()
+
+
+def test_writer_rejects_a_mask_off_the_grid(tmp_path: Path) -> None:
+    raster = make_raster(tmp_path / 'scene.tif', size=(40, 40), values='random')
+    other = make_raster(tmp_path / 'other.tif', size=(30, 40), bands=1)
+    writer = GeoTIFFPredictionWriter(tmp_path / 'out.tif', mask=other)
+    with pytest.raises(ValueError, match='not on the output grid'):
+        predict(raster, writer)
+    assert not (tmp_path / 'out.tif').exists()
