@@ -49,6 +49,7 @@ _TOOLS = {
     'seeds': 'seeds',
     'prepare': 'prepare',
     'predict-raster': 'predict_raster',
+    'results': 'results',
 }
 
 

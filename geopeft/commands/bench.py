@@ -28,6 +28,7 @@ from typing import Any
 
 from ..peft import METHODS
 from .params import add_peft_arguments
+from .results import add_record_argument, save_command_record
 
 DEFAULT_METHODS = ('full', 'linear', 'bitfit', 'lora', 'adapter', 'upetu')
 #: Modifiers of a variant: activation checkpointing, bfloat16 autocast.
@@ -50,6 +51,27 @@ _RATIOS = (
     ('memory_ratio', 'peak_mb'),
     ('live_ratio', 'live_mb'),
     ('adapter_ratio', 'adapter_bytes'),
+)
+
+
+#: Columns of a ``--record`` result record: the printed tables' columns, in order.
+RECORD_COLUMNS = (
+    'variant',
+    'trainable_percent',
+    'step_ms',
+    'step_ratio',
+    'peak_mb',
+    'memory_ratio',
+    'live_mb',
+    'live_ratio',
+    'adapter_bytes',
+    'adapter_ratio',
+    'forward_ms',
+    'backward_ms',
+    'optimizer_ms',
+    'cpu_ms',
+    'cpu_ratio',
+    'saved_mb',
 )
 
 
@@ -389,6 +411,7 @@ def bench_peft(argv: Sequence[str]) -> int:
         '--threads', type=int, default=None, help='torch threads in each worker'
     )
     parser.add_argument('--json', action='store_true', help='print JSON rows')
+    add_record_argument(parser)
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.steps < 1:
         parser.error('--repeats and --steps must be >= 1')
@@ -421,17 +444,33 @@ def bench_peft(argv: Sequence[str]) -> int:
                 'parameters got no gradient (a module the method hooks was skipped)',
                 file=sys.stderr,
             )
+    first = rows[0]
+    setting = (
+        f'{args.backbone}, batch {args.batch_size}, {args.image_size} px, '
+        f'{args.steps} steps (median of {args.repeats} run(s)) on '
+        f'{first["device"]}, {first["threads"]} thread(s) (torch {first["torch"]})'
+    )
     if args.json:
         print(json.dumps(rows))
     else:
-        first = rows[0]
-        print(
-            f'{args.backbone}, batch {args.batch_size}, {args.image_size} px, '
-            f'{args.steps} steps (median of {args.repeats} run(s)) on '
-            f'{first["device"]}, {first["threads"]} thread(s) '
-            f'(torch {first["torch"]})'
-        )
+        print(setting)
         print(format_table(rows))
+    if args.record is not None:
+        modifiers = base.label.removeprefix('full').replace('+', ', ')
+        threads = f', torch threads {args.threads}' if args.threads else ''
+        save_command_record(
+            args,
+            parser,
+            experiment='bench_peft',
+            command=['bench', 'peft', *argv],
+            title=f'PEFT methods on {args.backbone}: step time, memory, adapter size',
+            dataset=f'synthetic {args.batch_size} x {args.image_size} px batch, '
+            f'{args.backbone}{modifiers}{threads}',
+            columns=RECORD_COLUMNS,
+            rows=rows,
+            device=first['device'],
+            notes=f'{setting}. Ratios (x full) to full fine-tuning in the same run.',
+        )
     return 0
 
 

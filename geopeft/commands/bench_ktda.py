@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..distill import FMMKind, teacher_spec
+from .results import add_record_argument, save_command_record
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,25 @@ VARIANTS: dict[str, KTDAVariant] = {
         KTDAVariant('teacher', 'the teacher alone', teacher_only=True),
     )
 }
+
+#: Columns of a ``--record`` result record: the printed table's, in order.
+RECORD_COLUMNS = (
+    'variant',
+    'peft',
+    'fmm',
+    'fmm_depth',
+    'total',
+    'deployable',
+    'trainable',
+    'trainable_percent',
+    'teacher_ratio',
+    'infer_ms',
+    'infer_ratio',
+    'step_ms',
+    'step_ratio',
+    'peak_mb',
+    'memory_ratio',
+)
 
 #: Ratios to the reference: (row key, measurement).
 _RATIOS = (
@@ -392,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--head-channels', type=int, default=512)
     parser.add_argument('--aux-channels', type=int, default=256)
     parser.add_argument('--json', action='store_true', help='print JSON rows')
+    add_record_argument(parser)
     return parser
 
 
@@ -444,4 +465,20 @@ def bench_ktda(argv: Sequence[str]) -> int:
         print(format_header(args, rows))
         print(format_table(rows))
         print(NOTE)
+    if args.record is not None:
+        threads = f', torch threads {args.threads}' if args.threads else ''
+        save_command_record(
+            args,
+            build_parser(),
+            experiment='bench_ktda',
+            command=['bench', 'ktda', *argv],
+            title=f'KTDA student variants ({args.backbone}, teacher {args.teacher}): '
+            'parameters, time, training memory',
+            dataset=f'synthetic {args.batch_size} x {args.image_size} px batch, '
+            f'{args.backbone} / {args.teacher}{threads}',
+            columns=RECORD_COLUMNS,
+            rows=rows,
+            device=rows[0]['device'],
+            notes=f'{format_header(args, rows)}.\n\n{" ".join(NOTE.split())}',
+        )
     return 0

@@ -33,6 +33,7 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 from ..io import atomic_output
+from .results import add_record_argument, save_command_record
 
 #: Scene sides measured by default, in pixels.
 DEFAULT_SIZES = (2048, 8192)
@@ -40,6 +41,18 @@ DEFAULT_SIZES = (2048, 8192)
 TARGET_OVERHEAD = 1.15
 #: Largest growth of the peak resident set from the smallest to the largest size.
 TARGET_GROWTH_MB = 200.0
+#: Columns of a ``--record`` result record: the printed table's, in order.
+RECORD_COLUMNS = (
+    'size',
+    'chips',
+    'seconds',
+    'model_seconds',
+    'overhead',
+    'cpu_overhead',
+    'in_run_model_seconds',
+    'peak_rss_mb',
+    'growth_mb',
+)
 
 
 def scene_path(data_dir: Path, size: int, bands: int, dtype: str, tile: int) -> Path:
@@ -267,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='where the generated scenes are kept (reused)',
     )
     parser.add_argument('--json', action='store_true', help='print JSON rows')
+    add_record_argument(parser)
     return parser
 
 
@@ -279,19 +293,35 @@ def main(argv: Sequence[str]) -> int:
     Returns:
         Exit status.
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     rows = bench_rows(args)
-    if args.json:
-        print(json.dumps(rows))
-        return 0
     first = rows[0]
-    print(
+    setting = (
         f'{args.arch} / {args.encoder} (random weights), {args.bands} bands, '
         f'{args.classes} classes; chips {args.chip_size} px, overlap {args.overlap}, '
         f'batch {args.batch_size}; {first["device"]} ({first["precision"]}), '
         f'{first["threads"]} thread(s), torch {first["torch"]}'
     )
-    print(format_table(rows))
-    for line in check_targets(rows):
-        print(line)
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        print(setting)
+        print(format_table(rows))
+        for line in check_targets(rows):
+            print(line)
+    if args.record is not None:
+        sizes = ', '.join(str(size) for size in args.sizes)
+        save_command_record(
+            args,
+            parser,
+            experiment='bench_predict',
+            command=['bench', 'predict', *argv],
+            title='Whole-scene prediction: overhead over the model and peak memory',
+            dataset=f'generated {sizes} px scenes, {args.arch} / {args.encoder}',
+            columns=RECORD_COLUMNS,
+            rows=rows,
+            device=first['device'],
+            notes=f'{setting}.\n\n' + '; '.join(check_targets(rows)) + '.',
+        )
     return 0

@@ -51,6 +51,7 @@ from torchgeo.samplers import RandomGeoSampler
 
 from ..datasets import RasterImages, find_raster_files
 from ..samplers import GridRegionSampler, RandomRegionSampler, block_alignment
+from .results import add_record_argument, save_command_record
 
 #: GDAL block-cache settings, in table order.
 CACHES = ('cold', 'warm')
@@ -66,6 +67,17 @@ ROW_KEYS = (
     'method',
     'samples',
     'seconds',
+    'samples_per_s',
+    'vs_torchgeo',
+    'vs_raw',
+)
+
+#: Columns of a ``--record`` result record: the printed table's, in order.
+RECORD_COLUMNS = (
+    'rasters',
+    'files',
+    'cache',
+    'method',
     'samples_per_s',
     'vs_torchgeo',
     'vs_raw',
@@ -498,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
         'decoded tile, read once through each method before timing',
     )
     parser.add_argument('--json', action='store_true', help='print JSON rows')
+    add_record_argument(parser)
     return parser
 
 
@@ -534,15 +547,35 @@ def main(argv: Sequence[str]) -> int:
     """
     args = parse_args(argv)
     rows = sampling_rows(argv, log=not args.json)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    print(
+    setting = (
         f'{args.patch_size} px random patches, batch {args.batch_size}, '
         f'{args.workers} worker(s), median of {args.repeats} run(s) of '
         f'{args.samples // args.batch_size * args.batch_size} samples'
     )
-    print(format_table(rows))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(setting)
+        print(format_table(rows))
+    if args.record is not None:
+        single = ' '.join(args.raster) if args.raster else 'generated'
+        mosaic = ' '.join(args.mosaic) if args.mosaic else 'generated'
+        dataset = f'single: {single}; mosaic: {mosaic}'
+        if args.raster is None and args.mosaic is None:
+            dataset = 'generated rasters'
+        save_command_record(
+            args,
+            build_parser(),
+            experiment='bench_sampling',
+            command=['bench', 'sampling', *argv],
+            title='Sampling random patches: geopeft vs TorchGeo vs raw window reads',
+            dataset=dataset,
+            columns=RECORD_COLUMNS,
+            rows=rows,
+            device='cpu',
+            notes=f'{setting}; rasterio {rasterio.__version__}, GDAL '
+            f'{rasterio.__gdal_version__}.',
+        )
     return 0
 
 
