@@ -180,6 +180,9 @@ def save_command_record(
             'the numbers check that the pipeline runs, they are not results).'
         )
         notes = f'{notes}\n\n{smoke}' if notes else smoke
+    if device is not None and str(device).startswith('cuda'):
+        # A GPU run is another record than a CPU run of the same data.
+        dataset = f'{dataset}, on GPU'
     record = ResultRecord(
         experiment=experiment,
         title=title,
