@@ -221,7 +221,7 @@ def check_ktda(work: Path, device: str, small: bool) -> dict[str, Any]:
         report['teacher_block_dtypes'] == ['torch.bfloat16']
         and report['teacher_grads'] == 0
         and report['teacher_keys_in_checkpoint'] == 0
-        and np.isfinite(loss)
+        and bool(np.isfinite(loss))
     )
     return report
 

@@ -32,6 +32,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -315,7 +316,7 @@ def predict_raster(
     prefetch: int = 4,
     progress: bool = True,
     settings: Mapping[str, Any] | None = None,
-    gdal_cache_mb: int = 16,
+    gdal_cache_mb: int | None = None,
     gdal_threads: int | None = None,
 ) -> PredictionReport:
     """Predict over a whole scene into a tiled, compressed GeoTIFF on its grid.
@@ -357,7 +358,8 @@ def predict_raster(
         progress: Show a progress bar.
         settings: What else determines the output (e.g. the model's checkpoint);
             an interrupted run is only resumed when they are equal.
-        gdal_cache_mb: Cap of GDAL's block cache during the run.
+        gdal_cache_mb: Cap of GDAL's block cache during the run (None: what
+            the input tiles of one chip-row take, at least 16 MB).
         gdal_threads: Threads GDAL uses to decode the inputs' tiles and to
             compress the output's (None: up to 4, as the CPU allows).
 
@@ -384,16 +386,21 @@ def predict_raster(
     if threads < 1:
         msg = f'gdal_threads must be >= 1, got {threads}'
         raise ValueError(msg)
-    with (
-        rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb * 2**20, GDAL_NUM_THREADS=threads),
-        SceneInputs(
-            paths,
-            bands=bands,
-            nodata=nodata,
-            resampling=resampling,
-            in_channels=in_channels,
-        ) as scene,
-    ):
+    with ExitStack() as stack:
+        scene = stack.enter_context(
+            SceneInputs(
+                paths,
+                bands=bands,
+                nodata=nodata,
+                resampling=resampling,
+                in_channels=in_channels,
+            )
+        )
+        if gdal_cache_mb is None:
+            gdal_cache_mb = max(16, scene.cache_mb(chip_size))
+        stack.enter_context(
+            rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb * 2**20, GDAL_NUM_THREADS=threads)
+        )
         grid = ChipGrid(scene.grid.height, scene.grid.width, chip_size, overlap)
         if batch_size < 1 or prefetch < 1:
             msg = f'batch_size and prefetch must be >= 1, got {batch_size}, {prefetch}'
@@ -466,8 +473,11 @@ def predict_raster(
             _put(chips_in, _DONE, stop)
 
         def blend() -> None:
+            # Batches already predicted are blended even after the main thread
+            # stopped: every row they finish is written, and a resumed run
+            # starts after it.
             while (item := blend_in.get()) is not _DONE:
-                if failures or stop.is_set():
+                if failures:
                     continue
                 try:
                     if isinstance(item, RowEnd):

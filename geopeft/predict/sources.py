@@ -208,6 +208,27 @@ class SceneInputs:
                 )
                 raise ValueError(msg)
 
+    def cache_mb(self, chip_size: int) -> int:
+        """GDAL block cache (MB) that holds the input tiles one chip-row touches.
+
+        With less, tiles shared by neighbouring chips are decoded again for each
+        chip.
+
+        Args:
+            chip_size: Rows of a chip.
+
+        Returns:
+            Megabytes: the block rows a chip-row spans, over the full width, for
+            every input, plus a quarter.
+        """
+        total = 0
+        for reader in self._readers:
+            block_rows = max(1, reader.block_shapes[0][0])
+            rows = (-(-chip_size // block_rows) + 1) * block_rows
+            itemsize = np.dtype(reader.dtypes[0]).itemsize
+            total += rows * self.grid.width * reader.count * itemsize
+        return -(-total * 5 // 4) // 2**20 + 1
+
     def describe(self) -> list[dict[str, Any]]:
         """Fingerprints of the input files (for resume checks)."""
         return [fingerprint(path) for path in self.paths]
@@ -239,7 +260,8 @@ class SceneInputs:
             parts.append(data)
             valid &= ok
         data = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        data[:, ~valid] = 0
+        if not valid.all():
+            data[:, ~valid] = 0
         if np.issubdtype(data.dtype, np.floating):
             np.nan_to_num(data, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         pad = (

@@ -92,3 +92,17 @@ def test_encodings() -> None:
     assert binary.encode(sums[1:], weight, valid).tolist() == [[[1, 0, 255]]]
     assert OutputEncoding('classes', 300).dtype == 'uint16'
     assert OutputEncoding('classes', 300).nodata == 65535
+
+
+@pytest.mark.parametrize('channels', [2, 3, 7])
+def test_class_map_is_numpys_argmax_ties_included(channels: int) -> None:
+    rng = np.random.default_rng(channels)
+    # Few distinct values: many ties, which go to the first channel as in NumPy.
+    sums = rng.integers(0, 3, (channels, 70, 90)).astype(np.float32)
+    weight = np.ones((70, 90))
+    valid = rng.random((70, 90)) > 0.1
+    encoding = OutputEncoding('classes', channels)
+    out = encoding.encode(sums, weight, valid)[0]
+    expected = np.argmax(sums, axis=0)
+    assert (out[valid] == expected[valid]).all()
+    assert (out[~valid] == encoding.nodata).all()

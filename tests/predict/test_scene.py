@@ -12,7 +12,7 @@ from rasterio.warp import Resampling, reproject, transform_bounds
 from rasters_data import make_raster, truncate_file
 from torch import Tensor
 
-from geopeft.predict import partial_path, predict_raster, progress_path
+from geopeft.predict import SceneInputs, partial_path, predict_raster, progress_path
 from geopeft.predict import scene as scene_module
 
 FAST = {'progress': False, 'blocksize': 16, 'batch_size': 8}
@@ -374,3 +374,11 @@ def test_model_output_of_another_size_fails(tmp_path: Path) -> None:
         predict_raster(
             lambda x: x[:, :, ::2, ::2], source, tmp_path / 'out.tif', **FAST
         )
+
+
+def test_gdal_cache_holds_the_tiles_of_a_chip_row(tmp_path: Path) -> None:
+    # 1000 px wide, 3 bands of uint16 in 64-row tiles: a 100-row chip spans at most
+    # three tile rows (192 rows) -> 192 x 1000 x 3 x 2 bytes, plus a quarter.
+    source = make_raster(tmp_path / 'in.tif', size=(300, 1000), tile=64)
+    with SceneInputs([source]) as scene:
+        assert scene.cache_mb(100) == -(-192 * 1000 * 3 * 2 * 5 // 4) // 2**20 + 1
