@@ -37,7 +37,7 @@ def test_rows_on_generated_rasters(tmp_path: Path) -> None:
     assert [(r['rasters'], r['cache'], r['method']) for r in rows] == [
         (name, cache, method)
         for name in ('single', 'mosaic')
-        for cache in ('cold', 'warm')
+        for cache in ('cold', 'default', 'warm')
         for method in bench_sampling.METHODS
     ]
     for row in rows:
@@ -46,7 +46,7 @@ def test_rows_on_generated_rasters(tmp_path: Path) -> None:
         assert row['samples_per_s'] > 0 and row['seconds'] > 0
         assert row['files'] == (1 if row['rasters'] == 'single' else 6)
     for name in ('single', 'mosaic'):
-        for cache in ('cold', 'warm'):
+        for cache in bench_sampling.CACHES:
             by_method = {
                 r['method']: r
                 for r in rows
@@ -92,7 +92,7 @@ def test_given_rasters_json_and_table(
     assert bench_sampling.main([*argv, '--json']) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {r['rasters']: r['files'] for r in rows} == {'single': 1, 'mosaic': 4}
-    assert len(rows) == 2 * 2 * len(bench_sampling.METHODS)
+    assert len(rows) == 2 * len(bench_sampling.CACHES) * len(bench_sampling.METHODS)
     assert not (tmp_path / 'unused').exists()
     assert bench_sampling.main(argv) == 0
     table = capsys.readouterr().out
