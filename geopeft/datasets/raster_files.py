@@ -432,6 +432,14 @@ def _footprint(info: RasterFile, crs: CRS) -> shapely.Geometry:
     return shapely.geometry.shape(moved)
 
 
+def _close(entry: tuple[DatasetReader, WarpedVRT | None]) -> None:
+    """Close a file handle and its warped view."""
+    src, vrt = entry
+    if vrt is not None:
+        vrt.close()
+    src.close()
+
+
 class RasterMosaic:
     """Raster files read as one layer on a :class:`TargetGrid`.
 
@@ -576,11 +584,20 @@ class RasterMosaic:
             )
         self._handles[i] = (src, vrt)
         while len(self._handles) > self.max_open:
-            _, (old_src, old_vrt) = self._handles.popitem(last=False)
-            if old_vrt is not None:
-                old_vrt.close()
-            old_src.close()
+            _, entry = self._handles.popitem(last=False)
+            _close(entry)
         return vrt if vrt is not None else src
+
+    def close(self) -> None:
+        """Close this process's file handles (reopened on the next read).
+
+        GDAL's cached blocks of the files go with them.
+        """
+        if os.getpid() == self._pid:
+            for entry in self._handles.values():
+                _close(entry)
+        self._handles = OrderedDict()
+        self._pid = os.getpid()
 
     def query(self, bounds: tuple[float, float, float, float]) -> list[int]:
         """Files whose grid windows overlap bounds (by a positive area), in order.

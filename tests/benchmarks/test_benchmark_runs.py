@@ -1,9 +1,12 @@
 """Benchmark settings, data checks and small end-to-end runs on generated data."""
 
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from change_data import make_levircd, make_oscd
 from PIL import Image
 
 from geopeft.benchmarks import (
@@ -133,3 +136,20 @@ def test_scene_benchmark_over_two_split_seeds(tmp_path: Path) -> None:
     (row,) = result.table()
     assert 0 <= row['OA %'] <= 100 and row['OA % std'] >= 0
     assert result.dataset_name == 'generated synthetic scenes'
+
+
+@pytest.mark.parametrize(
+    ('dataset', 'make', 'bands'),
+    [('levircd', make_levircd, 3), ('oscd', make_oscd, 13)],
+)
+def test_change_benchmark_through_torchgeo_datasets(
+    dataset: str, make: Callable[..., Path], bands: int, tmp_path: Path
+) -> None:
+    # Tiny files laid out as TorchGeo's LEVIRCD / OSCD read them.
+    root = make(tmp_path / 'data', size=32)
+    smoke = ChangeBenchmarkSettings(accelerator='cpu', out_dir=str(tmp_path)).smoke()
+    settings = dataclasses.replace(smoke, dataset=dataset, root=str(root), epochs=1)
+    result = run_change_benchmark(settings, methods='linear', seeds=0, progress=str)
+    (run,) = result.runs
+    assert 0 <= run.scores['test_ChangedF1'] <= 1
+    assert run.samples[0]['image'].shape == (2, bands, 32, 32)

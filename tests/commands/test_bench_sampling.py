@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import rasterio
 from rasters_data import make_mosaic, make_raster
@@ -104,3 +105,21 @@ def test_bad_arguments() -> None:
         bench_sampling.parse_args(['--patch-size', '512', '--size', '256'])
     with pytest.raises(SystemExit):
         bench_sampling.parse_args(['--samples', '2', '--batch-size', '4'])
+
+
+def test_sets_made_from_a_real_raster(tmp_path: Path) -> None:
+    # A small georeferenced 8-bit source with a nodata collar, mirror-tiled.
+    values = np.full((3, 40, 50), 7, dtype='uint8')
+    values[:, :5] = 0
+    source = make_raster(tmp_path / 'scene.tif', values=values, nodata=0)
+    cache = tmp_path / 'cache'
+    argv = [*TINY, '--repeats', '1', '--cache', 'cold', '--from', str(source)]
+    rows = bench_sampling.sampling_rows([*argv, '--cache-dir', str(cache)])
+    assert {r['rasters']: r['files'] for r in rows} == {'single': 1, 'mosaic': 6}
+    (single,) = cache.glob('real_scene_*/single_*.tif')
+    with rasterio.open(single) as src:
+        assert (src.dtypes[0], src.count, src.nodata) == ('uint16', 3, 0)
+        data = src.read()
+        assert set(np.unique(data)) == {0, 7 * 257}
+        # Mirrored copies: the collar comes back every other copy, flipped.
+        assert (data[:, :5] == 0).all() and (data[:, 75:80] == 0).all()

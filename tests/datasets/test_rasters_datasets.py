@@ -240,6 +240,17 @@ def test_handles_reopen_after_fork_and_never_pickle(tmp_path: Path) -> None:
     assert dataset.layer._handle(0) is not handle
 
 
+def test_close_releases_the_handles_and_reads_reopen(tmp_path: Path) -> None:
+    path = make_raster(tmp_path / 'a.tif', size=32)
+    dataset = RasterImages(path)
+    first = dataset[_patch(0, 0, 16)]['image']
+    handle = dataset.layer._handle(0)
+    dataset.layer.close()
+    assert handle.closed and not dataset.layer._handles
+    torch.testing.assert_close(dataset[_patch(0, 0, 16)]['image'], first)
+    assert dataset.layer._handle(0) is not handle
+
+
 def test_grid_from_the_files_and_block_size(tmp_path: Path) -> None:
     path = make_raster(tmp_path / 'a.tif', size=64, tile=32, res=30.0)
     image, _ = make_labelled_scene(tmp_path / 's', size=64, tile=16)
