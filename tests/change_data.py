@@ -23,6 +23,7 @@ import numpy as np
 import rasterio
 from PIL import Image
 from rasterio.errors import NotGeoreferencedWarning
+from torchgeo.datasets import OSCD
 
 #: Split sizes of make_levircd (LEVIR-CD has 445 / 64 / 128 pairs).
 LEVIRCD_PAIRS = {'train': 4, 'val': 2, 'test': 2}
@@ -34,21 +35,7 @@ OSCD_CITIES = {
 }
 
 #: Sentinel-2 bands of OSCD, in TorchGeo's order.
-OSCD_BANDS = (
-    'B01',
-    'B02',
-    'B03',
-    'B04',
-    'B05',
-    'B06',
-    'B07',
-    'B08',
-    'B8A',
-    'B09',
-    'B10',
-    'B11',
-    'B12',
-)
+OSCD_BANDS = tuple(OSCD.all_bands)
 
 _OSCD = 'Onera Satellite Change Detection dataset'
 

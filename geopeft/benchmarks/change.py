@@ -27,6 +27,7 @@ from lightning.pytorch import (
     Trainer,
 )
 from torch import Tensor
+from torchgeo.datasets import OSCD
 
 from ..datamodules import (
     ChangeFolderDataModule,
@@ -42,28 +43,14 @@ from .runs import (
     Metric,
     Progress,
     RunResult,
-    fit_and_test,
+    fit_row,
     run_methods,
 )
 from .settings import BenchmarkSettings
 from .smoke_data import make_smoke_change_folder
 
 #: OSCD's Sentinel-2 bands, in TorchGeo's order.
-OSCD_BANDS = (
-    'B01',
-    'B02',
-    'B03',
-    'B04',
-    'B05',
-    'B06',
-    'B07',
-    'B08',
-    'B8A',
-    'B09',
-    'B10',
-    'B11',
-    'B12',
-)
+OSCD_BANDS = tuple(OSCD.all_bands)
 
 _OSCD_IMAGES = 'Onera Satellite Change Detection dataset - Images'
 
@@ -399,26 +386,17 @@ def _fit_change(
     datamodule = build_change_datamodule(settings, seed)
     task = build_change_task(settings, row.peft)
     sampler = PredictionSampler(settings.render_pairs)
-    scores, measurement, fit_seconds = fit_and_test(
+    run = fit_row(
         task,
         datamodule,
         settings,
-        Path(settings.out_dir) / 'runs' / f'{row.name}-seed{seed}',
+        row,
+        seed,
+        lambda fitted: dense_parameter_report(fitted.model),
         callbacks=[sampler],
     )
-    report = dense_parameter_report(task.model)
-    return RunResult(
-        method=row,
-        seed=seed,
-        scores=scores,
-        trainable=report.trainable,
-        total=report.total,
-        trainable_percent=report.trainable_percent,
-        adapter_bytes=report.adapter_bytes or 0,
-        measurement=measurement,
-        fit_seconds=fit_seconds,
-        samples=sampler.samples,
-    )
+    run.samples = sampler.samples
+    return run
 
 
 def prediction_samples(

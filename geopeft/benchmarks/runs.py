@@ -394,6 +394,51 @@ class BenchmarkResult:
         )
 
 
+def fit_row(
+    task: LightningModule,
+    datamodule: LightningDataModule,
+    settings: BenchmarkSettings,
+    row: BenchmarkMethod,
+    seed: int,
+    report: Callable[[LightningModule], Any],
+    callbacks: Sequence[Callback] = (),
+) -> RunResult:
+    """Fit and test one row with one seed (:func:`fit_and_test`) into its result.
+
+    Args:
+        task: The row's task.
+        datamodule: Its data.
+        settings: Resolved settings.
+        row: The benchmark row.
+        seed: The run's seed.
+        report: Gives the task's parameter report (``trainable``, ``total``,
+            ``trainable_percent``, ``adapter_bytes``).
+        callbacks: More callbacks for the fit and the test.
+
+    Returns:
+        The run (without samples).
+    """
+    scores, measurement, fit_seconds = fit_and_test(
+        task,
+        datamodule,
+        settings,
+        Path(settings.out_dir) / 'runs' / f'{row.name}-seed{seed}',
+        callbacks=callbacks,
+    )
+    parameters = report(task)
+    return RunResult(
+        method=row,
+        seed=seed,
+        scores=scores,
+        trainable=parameters.trainable,
+        total=parameters.total,
+        trainable_percent=parameters.trainable_percent,
+        adapter_bytes=parameters.adapter_bytes or 0,
+        measurement=measurement,
+        fit_seconds=fit_seconds,
+    )
+
+
 def run_methods(
     result: BenchmarkResult,
     fit: Callable[[BenchmarkMethod, int], RunResult],

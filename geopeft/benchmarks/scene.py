@@ -30,7 +30,7 @@ from .runs import (
     Metric,
     Progress,
     RunResult,
-    fit_and_test,
+    fit_row,
     run_methods,
 )
 from .settings import BenchmarkSettings
@@ -254,21 +254,11 @@ def _fit_scene(
     task = build_scene_task(
         settings, row.peft, datamodule.num_classes, datamodule.classes
     )
-    scores, measurement, fit_seconds = fit_and_test(
+    return fit_row(
         task,
         datamodule,
         settings,
-        Path(settings.out_dir) / 'runs' / f'{row.name}-seed{seed}',
-    )
-    report = task.model.parameter_report()
-    return RunResult(
-        method=row,
-        seed=seed,
-        scores=scores,
-        trainable=report.trainable,
-        total=report.total,
-        trainable_percent=report.trainable_percent,
-        adapter_bytes=report.adapter_bytes or 0,
-        measurement=measurement,
-        fit_seconds=fit_seconds,
+        row,
+        seed,
+        lambda fitted: fitted.model.parameter_report(),
     )
