@@ -5,6 +5,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -60,3 +61,20 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> int:
         Bytes written.
     """
     return atomic_write_bytes(path, text.encode())
+
+
+def save_figure(figure: Any, path: str | os.PathLike[str], dpi: int = 110) -> Path:
+    """Write a Matplotlib figure as PNG, atomically (folders are created).
+
+    Args:
+        figure: A ``matplotlib.figure.Figure``.
+        path: Output file.
+        dpi: Resolution.
+
+    Returns:
+        *path*.
+    """
+    path = Path(path)
+    with atomic_output(path) as temporary:
+        figure.savefig(temporary, format='png', dpi=dpi, bbox_inches='tight')
+    return path

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .io import atomic_write_text
+from .system import available_cpus
 
 #: Where records are kept, relative to the repository root.
 RESULTS_DIR = Path('experiments/results')
@@ -268,8 +269,7 @@ def hardware_summary(device: str | None = None) -> str:
     """
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else 0
-    cores = cores or os.cpu_count() or 0
+    cores = available_cpus()
     if device is None:
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
     if str(device).startswith('cuda') and torch.cuda.is_available():

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..peft import PEFTConfig
-from .settings import did_you_mean
+from ..suggest import did_you_mean
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 from torch import Tensor
 
-from ..io import atomic_output
+from ..io import save_figure
 
 #: The x axes of :func:`plot_tradeoffs`: table column, axis label, log scale.
 TRADEOFF_AXES = (
@@ -23,22 +23,6 @@ TRADEOFF_AXES = (
     ('step ms', 'training step time (ms)', False),
     ('peak MB', 'peak training memory (MB)', False),
 )
-
-
-def save_figure(figure: Figure, path: str | Path) -> Path:
-    """Write a figure as PNG, atomically.
-
-    Args:
-        figure: The figure.
-        path: Output file (folders are created).
-
-    Returns:
-        *path*.
-    """
-    path = Path(path)
-    with atomic_output(path) as temporary:
-        figure.savefig(temporary, format='png', dpi=120, bbox_inches='tight')
-    return path
 
 
 def _colour(method: str) -> str:
@@ -121,7 +105,7 @@ def plot_tradeoffs(
     if title:
         figure.suptitle(title)
     if path is not None:
-        save_figure(figure, path)
+        save_figure(figure, path, dpi=120)
     return figure
 
 
@@ -189,5 +173,5 @@ def plot_predictions(
             if index == 0:
                 ax.set_title(textwrap.fill(columns[column], 16), fontsize=8)
     if path is not None:
-        save_figure(figure, path)
+        save_figure(figure, path, dpi=120)
     return figure

@@ -8,25 +8,11 @@ the dataset's preset (:meth:`BenchmarkSettings.resolve`).
 """
 
 import dataclasses
-import difflib
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-
-def did_you_mean(value: str, choices: Iterable[str]) -> str:
-    """A `` Did you mean "x"?`` hint for a misspelt choice, or ``''``.
-
-    Args:
-        value: What was given.
-        choices: What is accepted.
-
-    Returns:
-        The hint, with a leading space, or an empty string.
-    """
-    close = difflib.get_close_matches(str(value), list(choices), n=1)
-    return f' Did you mean "{close[0]}"?' if close else ''
+from ..suggest import did_you_mean
 
 
 @dataclass

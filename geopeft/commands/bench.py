@@ -20,7 +20,6 @@ import argparse
 import importlib
 import json
 import statistics
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -29,6 +28,7 @@ from typing import Any
 from ..peft import METHODS
 from .params import add_peft_arguments
 from .results import add_record_argument, save_command_record
+from .workers import run_worker
 
 DEFAULT_METHODS = ('full', 'linear', 'bitfit', 'lora', 'adapter', 'upetu')
 #: Modifiers of a variant: activation checkpointing, bfloat16 autocast.
@@ -225,16 +225,7 @@ def run_variant(args: argparse.Namespace, variant: Variant) -> dict[str, Any]:
         'device': args.device,
         'channels_last': args.channels_last,
     }
-    proc = subprocess.run(
-        [sys.executable, '-m', 'geopeft.commands.bench_worker', json.dumps(options)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        msg = f'benchmark of {variant.label!r} failed:\n{proc.stderr[-3000:]}'
-        raise RuntimeError(msg)
-    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    row = run_worker('geopeft.commands.bench_worker', options, repr(variant.label))
     return {'variant': variant.label} | row
 
 

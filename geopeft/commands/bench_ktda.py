@@ -22,7 +22,6 @@ accuracy.
 
 import argparse
 import json
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import Any
 
 from ..distill import FMMKind, teacher_spec
 from .results import add_record_argument, save_command_record
+from .workers import run_worker
 
 
 @dataclass(frozen=True)
@@ -179,21 +179,9 @@ def run_variant(options: dict[str, Any]) -> dict[str, Any]:
     Raises:
         RuntimeError: If the worker fails (with the end of its error output).
     """
-    proc = subprocess.run(
-        [
-            sys.executable,
-            '-m',
-            'geopeft.commands.bench_ktda_worker',
-            json.dumps(options),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    return run_worker(
+        'geopeft.commands.bench_ktda_worker', options, repr(options['variant'])
     )
-    if proc.returncode != 0:
-        msg = f'benchmark of {options["variant"]!r} failed:\n{proc.stderr[-3000:]}'
-        raise RuntimeError(msg)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def add_ratios(rows: Sequence[dict[str, Any]], reference: dict[str, Any]) -> None:

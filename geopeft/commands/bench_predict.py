@@ -20,7 +20,6 @@ The issue's targets: overhead <= 1.15 at 8192 pixels, and peak RSS at 8192 at mo
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from rasterio.windows import Window
 
 from ..io import atomic_output
 from .results import add_record_argument, save_command_record
+from .workers import run_worker
 
 #: Scene sides measured by default, in pixels.
 DEFAULT_SIZES = (2048, 8192)
@@ -150,21 +150,7 @@ def run_size(args: argparse.Namespace, scene: Path) -> dict[str, Any]:
         'precision': args.precision,
         'threads': args.threads,
     }
-    proc = subprocess.run(
-        [
-            sys.executable,
-            '-m',
-            'geopeft.commands.bench_predict_worker',
-            json.dumps(options),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        msg = f'benchmark of {scene.name} failed:\n{proc.stderr[-3000:]}'
-        raise RuntimeError(msg)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_worker('geopeft.commands.bench_predict_worker', options, scene.name)
 
 
 def bench_rows(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -29,8 +29,8 @@ cache (what a user gets without tuning GDAL: the first pass over rasters that fi
 in it, tiles decoded once and then reused by later patches); and ``warm``, large
 enough for every decoded tile, each method having read all pixels once through its
 own handles before timing (a scene revisited every epoch: the per-patch overhead of
-each method dominates). Each setting opens fresh handles; but for ``default`` they
-stay open across repeats, as in training.
+each method dominates). Each setting opens fresh handles, which (but for
+``default``) stay open across repeats, as in training.
 """
 
 import argparse
@@ -369,9 +369,9 @@ def sampling_rows(
     """
     args = parse_args(argv)
     cache = Path(args.cache_dir)
-    sets: dict[str, list[str]] = {}
-    if args.from_raster is not None:
-        single, mosaic = real_sets(
+    made: tuple[str, list[str]] | None = None
+    if args.from_raster is not None and (args.raster is None or args.mosaic is None):
+        made = real_sets(
             args.from_raster,
             cache,
             size=args.size,
@@ -380,23 +380,25 @@ def sampling_rows(
             mosaic_size=args.mosaic_tile_size,
             log=log,
         )
-        sets = {'single': [single], 'mosaic': mosaic}  # --raster/--mosaic win
     if args.raster is not None:
-        sets['single'] = find_raster_files(args.raster)
-    elif 'single' not in sets:
-        sets['single'] = [
-            generated_scene(cache, size=args.size, tile=args.tile, log=log)
-        ]
+        single = find_raster_files(args.raster)
+    elif made is not None:
+        single = [made[0]]
+    else:
+        single = [generated_scene(cache, size=args.size, tile=args.tile, log=log)]
     if args.mosaic is not None:
-        sets['mosaic'] = find_raster_files(args.mosaic)
-    elif 'mosaic' not in sets:
-        sets['mosaic'] = generated_mosaic(
+        mosaic = find_raster_files(args.mosaic)
+    elif made is not None:
+        mosaic = made[1]
+    else:
+        mosaic = generated_mosaic(
             cache,
             grid=tuple(args.mosaic_grid),
             size=args.mosaic_tile_size,
             tile=args.tile,
             log=log,
         )
+    sets = {'single': single, 'mosaic': mosaic}
     rows = []
     for name, files in sets.items():
         for cache in args.cache:
@@ -418,7 +420,7 @@ def default_cache_mb() -> int:
 def _measure(
     name: str, cache: str, methods: _Methods, *, log: bool
 ) -> list[dict[str, Any]]:
-    """The rows of one set of rasters with a cold or warm GDAL block cache."""
+    """The rows of one set of rasters with one GDAL block-cache setting."""
     args = methods.args
     cache_mb = COLD_CACHE_MB
     if cache == 'default':

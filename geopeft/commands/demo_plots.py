@@ -10,15 +10,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from ..io import atomic_output  # noqa: E402
+from ..io import save_figure  # noqa: E402
 
 _EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff')
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
-    """Write a figure atomically."""
-    with atomic_output(path) as temporary:
-        fig.savefig(temporary, format='png', dpi=110, bbox_inches='tight')
+    """Write a figure atomically and close it."""
+    save_figure(fig, path)
     plt.close(fig)
 
 

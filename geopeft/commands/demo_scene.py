@@ -28,7 +28,7 @@ from torch import Tensor, nn  # noqa: E402
 
 from ..datamodules import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from ..datasets import render_scene  # noqa: E402
-from ..io import atomic_output  # noqa: E402
+from ..io import atomic_output, save_figure  # noqa: E402
 from ..predict import PredictionReport, predict_raster  # noqa: E402
 
 #: Largest side of the quick-look's panels (the scene is read decimated).
@@ -235,6 +235,5 @@ def plot_scene(
         bbox_to_anchor=(0.5, 0.0),
         ncol=min(4, len(classes)),
     )
-    with atomic_output(path) as temporary:
-        fig.savefig(temporary, format='png', dpi=110, bbox_inches='tight')
+    save_figure(fig, path)
     plt.close(fig)

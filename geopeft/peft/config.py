@@ -1,10 +1,11 @@
 """The PEFT configuration: one method name plus its options."""
 
 import dataclasses
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from ..suggest import did_you_mean
 
 #: Every PEFT method :func:`~geopeft.peft.apply_peft` knows.
 METHODS = (
@@ -21,12 +22,6 @@ METHODS = (
 
 #: Allowed Q-Linear bit widths; 32 is an ordinary full-precision linear layer.
 BITS = (1, 2, 4, 8, 32)
-
-
-def _suggestion(value: str, choices: tuple[str, ...]) -> str:
-    """Return a ``did you mean`` hint for a misspelt choice, or an empty string."""
-    close = difflib.get_close_matches(value, choices, n=1)
-    return f' Did you mean "{close[0]}"?' if close else ''
 
 
 @dataclass
@@ -78,7 +73,7 @@ class PEFTConfig:
         if self.method not in METHODS:
             msg = (
                 f'Unknown PEFT method "{self.method}".'
-                f'{_suggestion(self.method, METHODS)} '
+                f'{did_you_mean(self.method, METHODS)} '
                 f'Valid methods: {", ".join(METHODS)}.'
             )
             raise ValueError(msg)
@@ -125,7 +120,7 @@ class PEFTConfig:
             for key in value:
                 if key not in names:
                     msg = (
-                        f'Unknown PEFT option "{key}".{_suggestion(str(key), names)} '
+                        f'Unknown PEFT option "{key}".{did_you_mean(str(key), names)} '
                         f'Valid options: {", ".join(names)}.'
                     )
                     raise ValueError(msg)

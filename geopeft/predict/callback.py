@@ -22,7 +22,7 @@ at the end. The writer runs in one process: with several devices, predict with
 import os
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
@@ -85,7 +85,7 @@ class GeoTIFFPredictionWriter(BasePredictionWriter):
         overwrite: bool = False,
         key: str = 'probabilities',
         gdal_cache_mb: int = 64,
-        mask: str | os.PathLike[str] | bool | None = None,
+        mask: str | os.PathLike[str] | Literal[False] | None = None,
     ) -> None:
         """Initialize a new GeoTIFFPredictionWriter instance.
 
@@ -125,12 +125,12 @@ class GeoTIFFPredictionWriter(BasePredictionWriter):
         self.overwrite = overwrite
         self.key = key
         self.gdal_cache_mb = gdal_cache_mb
-        if mask is None and isinstance(grid, str | os.PathLike):
-            mask = grid
-        self.mask = None if mask is None or mask is False else Path(mask)
         if mask is True:
             msg = 'mask=True is ambiguous: give the raster whose nodata to keep'
             raise ValueError(msg)
+        if mask is None and isinstance(grid, str | os.PathLike):
+            mask = grid
+        self.mask = None if mask is None or mask is False else Path(mask)
         self.grid: RasterGrid | None = None
         self._accumulator: DiskAccumulator | None = None
         self._weights: dict[tuple[int, int], np.ndarray] = {}
@@ -180,14 +180,7 @@ class GeoTIFFPredictionWriter(BasePredictionWriter):
             raise FileNotFoundError(msg)
         with rasterio.open(path) as dataset:
             grid = RasterGrid.of(dataset)
-        same = (
-            grid.crs == self.grid.crs
-            and (grid.width, grid.height) == (self.grid.width, self.grid.height)
-            and grid.transform.almost_equals(
-                self.grid.transform, precision=1e-6 * abs(self.grid.transform.a)
-            )
-        )
-        if not same:
+        if not grid.matches(self.grid):
             msg = (
                 f'the mask raster {path} is not on the output grid ({grid} vs '
                 f'{self.grid}): give a raster on that grid, or mask=False'

@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..system import available_cpus
 from .blending import StripAccumulator
 from .encoding import OutputEncoding, OutputMode, ProbabilityDtype
 from .sources import SceneInputs
@@ -245,8 +246,7 @@ class _ModelRunner:
 
 def default_gdal_threads() -> int:
     """GDAL threads for decoding and compressing: up to 4, as the CPU allows."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else 0
-    return max(1, min(4, cpus or os.cpu_count() or 1))
+    return min(4, available_cpus())
 
 
 def encode_rows(

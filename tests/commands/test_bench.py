@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from geopeft.commands import bench, bench_worker
+from geopeft.commands import bench, bench_worker, workers
 from geopeft.commands.bench import Variant, parse_variant, plan_variants
 from geopeft.main import main
 
@@ -142,7 +142,7 @@ def test_bench_variants_json(
         row = bench_worker.measure(options)
         return subprocess.CompletedProcess(command, 0, json.dumps(row), '')
 
-    monkeypatch.setattr(bench.subprocess, 'run', run)
+    monkeypatch.setattr(workers.subprocess, 'run', run)
     argv = [
         'bench',
         'peft',

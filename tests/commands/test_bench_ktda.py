@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from geopeft.commands import bench_ktda, bench_ktda_worker
+from geopeft.commands import bench_ktda, bench_ktda_worker, workers
 from geopeft.main import main
 
 TINY_ARGV = [
@@ -83,7 +83,7 @@ def in_process(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         row = bench_ktda_worker.measure(options)
         return subprocess.CompletedProcess(command, 0, json.dumps(row), '')
 
-    monkeypatch.setattr(bench_ktda.subprocess, 'run', run)
+    monkeypatch.setattr(workers.subprocess, 'run', run)
     return seen
 
 
@@ -219,7 +219,7 @@ def test_worker_failure_is_reported(
     def run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
         return subprocess.CompletedProcess(command, 1, '', 'Traceback: boom')
 
-    monkeypatch.setattr(bench_ktda.subprocess, 'run', run)
+    monkeypatch.setattr(workers.subprocess, 'run', run)
     assert main(['bench', 'ktda', *TINY_ARGV, '--variants', 'light']) == 1
     assert (
         "benchmark of 'reference' failed:\nTraceback: boom" in capsys.readouterr().err

@@ -20,6 +20,7 @@ from geopeft.commands import (
     bench_predict,
     bench_sampling,
     bench_worker,
+    workers,
 )
 from geopeft.commands import results as results_command
 from geopeft.main import main
@@ -180,7 +181,7 @@ def test_bench_peft_record(
         row = bench_worker.measure(json.loads(command[-1]))
         return subprocess.CompletedProcess(command, 0, json.dumps(row), '')
 
-    monkeypatch.setattr(bench.subprocess, 'run', run)
+    monkeypatch.setattr(workers.subprocess, 'run', run)
     argv = ['--backbone', 'convnext_atto', '--methods', 'linear', '--batch-size']
     argv += ['2', '--image-size', '32', '--steps', '1', '--warmup', '0']
     argv += ['--device', 'cpu', '--threads', '1', '--record', str(tmp_path)]
@@ -251,7 +252,7 @@ def test_bench_ktda_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         row = bench_ktda_worker.measure(json.loads(command[-1]))
         return subprocess.CompletedProcess(command, 0, json.dumps(row), '')
 
-    monkeypatch.setattr(bench_ktda.subprocess, 'run', run)
+    monkeypatch.setattr(workers.subprocess, 'run', run)
     argv = [*KTDA_TINY, '--variants', 'fam', '--record', str(tmp_path)]
     assert main(['bench', 'ktda', *argv]) == 0
     record = _only_record(tmp_path)

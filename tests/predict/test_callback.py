@@ -126,3 +126,8 @@ def test_writer_rejects_a_mask_off_the_grid(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match='not on the output grid'):
         predict(raster, writer)
     assert not (tmp_path / 'out.tif').exists()
+
+
+def test_writer_mask_true_is_refused() -> None:
+    with pytest.raises(ValueError, match='mask=True is ambiguous'):
+        GeoTIFFPredictionWriter('out.tif', mask=True)  # type: ignore[arg-type]
