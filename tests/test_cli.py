@@ -116,9 +116,13 @@ def test_params_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert 'resnet18' in out and 'head' in out
 
 
-def test_unknown_method_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match='upeto'):
+def test_unknown_method_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    # A usage error (exit status 2, one line on stderr), not a traceback.
+    with pytest.raises(SystemExit) as exit_info:
         main(['params', '--backbone', 'resnet18', '--peft', 'upeto'])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert 'Unknown PEFT method "upeto". Did you mean "upetu"?' in err
 
 
 def test_bench_peft_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -49,6 +49,7 @@ import numpy as np
 import psutil
 import rasterio
 import torch
+from rasterio.errors import RasterioError
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 from torch.utils.data import DataLoader
@@ -587,6 +588,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error('--warmup and --workers must be >= 0')
     if args.patch_size > min(args.size, args.mosaic_tile_size):
         parser.error('--patch-size must fit in --size and --mosaic-tile-size')
+    if args.from_raster is not None and not Path(args.from_raster).is_file():
+        parser.error(f'--from {args.from_raster}: no such file')
     return args
 
 
@@ -600,7 +603,11 @@ def main(argv: Sequence[str]) -> int:
         The exit status (0).
     """
     args = parse_args(argv)
-    rows = sampling_rows(argv, log=not args.json)
+    try:
+        rows = sampling_rows(argv, log=not args.json)
+    except (ValueError, RasterioError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
     setting = (
         f'{args.patch_size} px random patches, batch {args.batch_size}, '
         f'{args.workers} worker(s), median of {args.repeats} run(s) of '

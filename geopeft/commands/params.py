@@ -137,7 +137,10 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     if args.task == 'change' and args.num_classes == parser.get_default('num_classes'):
         args.num_classes = 1
-    title, report = build_report(args)
+    try:
+        title, report = build_report(args)
+    except ValueError as err:  # unknown method, backbone, option: say which
+        parser.error(str(err))
     if args.json:
         payload = report.to_dict() | {
             'backbone': args.backbone,

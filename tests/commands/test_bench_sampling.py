@@ -123,3 +123,16 @@ def test_sets_made_from_a_real_raster(tmp_path: Path) -> None:
         assert set(np.unique(data)) == {0, 7 * 257}
         # Mirrored copies: the collar comes back every other copy, flipped.
         assert (data[:, :5] == 0).all() and (data[:, 75:80] == 0).all()
+
+
+def test_from_needs_an_existing_georeferenced_three_band_raster(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        bench_sampling.main([*TINY, '--from', str(tmp_path / 'missing.tif')])
+    assert 'missing.tif: no such file' in capsys.readouterr().err
+    one_band = make_raster(tmp_path / 'one.tif', size=40, bands=1)
+    argv = [*TINY, '--from', str(one_band), '--cache-dir', str(tmp_path / 'c')]
+    assert bench_sampling.main(argv) == 1
+    assert 'at least 3 bands' in capsys.readouterr().err
+    assert not list((tmp_path / 'c').rglob('*.tif'))
