@@ -6,7 +6,7 @@ baselines (full fine-tuning, linear probe, BitFit, fp32 adapter, LoRA through HF
 bit-packed Q-Linear codes.
 """
 
-from .apply import apply_peft, keep_frozen_batchnorm_eval
+from .apply import adapted_batchnorms, apply_peft, keep_frozen_batchnorm_eval
 from .capm import CAPM
 from .config import METHODS, PEFTConfig
 from .eqam import EQAM
@@ -22,6 +22,7 @@ __all__ = (
     'ParameterReport',
     'QLinear',
     'adapter_nbytes',
+    'adapted_batchnorms',
     'adapter_state_dict',
     'apply_peft',
     'keep_frozen_batchnorm_eval',

@@ -235,13 +235,40 @@ def keep_frozen_batchnorm_eval(module: nn.Module) -> None:
     """Put batch-norm layers whose parameters are all frozen into eval mode.
 
     A frozen backbone must not drift: the running statistics of batch norms whose
-    affine parameters are frozen stay at their pretrained values.
+    affine parameters are frozen stay at their pretrained values, except inside
+    backbones whose PEFT config sets ``adapt_batchnorm`` (see
+    :func:`adapted_batchnorms`).
 
     Args:
         module: Any module (changed in place).
     """
+    adapted = {id(norm) for norm in adapted_batchnorms(module)}
     for child in module.modules():
+        if id(child) in adapted:
+            continue
         if isinstance(child, nn.modules.batchnorm._BatchNorm) and not any(
             p.requires_grad for p in child.parameters(recurse=False)
         ):
             child.eval()
+
+
+def adapted_batchnorms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """List the batch norms whose running statistics adapt to the training data.
+
+    These are the batch norms of PEFT backbones built with ``adapt_batchnorm``;
+    their statistics are saved in adapter files.
+
+    Args:
+        module: Any module.
+
+    Returns:
+        The batch-norm layers, in module order, each once.
+    """
+    found: dict[int, nn.modules.batchnorm._BatchNorm] = {}
+    for sub in module.modules():
+        config = getattr(sub, 'geopeft_config', None)
+        if isinstance(config, dict) and config.get('adapt_batchnorm'):
+            for child in sub.modules():
+                if isinstance(child, nn.modules.batchnorm._BatchNorm):
+                    found.setdefault(id(child), child)
+    return list(found.values())

@@ -50,6 +50,10 @@ class PEFTConfig:
         target_modules: LoRA target module names (HF ``peft`` matching: a full name
             or a name suffix); ``None`` targets every ``nn.Linear`` and 1x1
             ``nn.Conv2d`` inside the backbone's blocks.
+        adapt_batchnorm: Let the frozen batch norms of the backbone update their
+            running statistics on the training data (their affine parameters stay
+            frozen), as TorchGeo's ``freeze_backbone`` does; the statistics are then
+            part of the adapter file. False keeps the pretrained statistics.
     """
 
     method: str = 'upetu'
@@ -63,6 +67,7 @@ class PEFTConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.0
     target_modules: list[str] | None = None
+    adapt_batchnorm: bool = False
 
     def __post_init__(self) -> None:
         """Validate the fields.

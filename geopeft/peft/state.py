@@ -21,6 +21,7 @@ from safetensors import safe_open
 from torch import Tensor, nn
 
 from ..io import atomic_write_bytes
+from .apply import adapted_batchnorms
 from .qlinear import QLinear, pack_codes, unpack_codes
 
 #: Version of the adapter file layout.
@@ -42,8 +43,13 @@ def _sources(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, QLinear]]:
     """
     tensors: dict[str, Tensor] = {}
     qlinears: dict[str, QLinear] = {}
+    adapted = {id(norm) for norm in adapted_batchnorms(model)}
     for name, module in model.named_modules():
         prefix = _prefix(name)
+        if id(module) in adapted:  # frozen, but its statistics were adapted
+            for key, buffer in module.named_buffers(recurse=False):
+                if key not in module._non_persistent_buffers_set:
+                    tensors[prefix + key] = buffer
         if isinstance(module, QLinear) and module.quantized:
             if module.stored or module.weight.requires_grad:
                 qlinears[name] = module

@@ -67,6 +67,8 @@ class PEFTChangeDetection(PEFTTaskMixin, ChangeDetection):
         weight_decay: float = 0.05,
         scheduler: SchedulerName = 'plateau',
         warmup_epochs: int = 0,
+        peft_lr: float | None = None,
+        peft_weight_decay: float | None = None,
     ) -> None:
         """Initialize a new PEFTChangeDetection instance.
 
@@ -110,6 +112,10 @@ class PEFTChangeDetection(PEFTTaskMixin, ChangeDetection):
             weight_decay: AdamW weight decay.
             scheduler: ``'plateau'`` or ``'cosine'`` (with *warmup_epochs*).
             warmup_epochs: Linear warm-up epochs for the cosine schedule.
+            peft_lr: Learning rate of the trainable backbone parameters (the PEFT
+                modules, or every backbone weight under ``full``); None: ``lr``.
+            peft_weight_decay: Weight decay of those parameters (prompts, gates,
+                scales, biases and norms get none); None: ``weight_decay``.
         """
         self.adapter = adapter
         super().__init__(

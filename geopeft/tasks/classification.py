@@ -45,6 +45,8 @@ class PEFTClassification(PEFTTaskMixin, Classification):
         weight_decay: float = 0.05,
         scheduler: SchedulerName = 'plateau',
         warmup_epochs: int = 0,
+        peft_lr: float | None = None,
+        peft_weight_decay: float | None = None,
         bands: list[str] | None = None,
         grad_checkpointing: bool = False,
     ) -> None:
@@ -76,6 +78,10 @@ class PEFTClassification(PEFTTaskMixin, Classification):
             weight_decay: AdamW weight decay.
             scheduler: ``'plateau'`` or ``'cosine'`` (with *warmup_epochs*).
             warmup_epochs: Linear warm-up epochs for the cosine schedule.
+            peft_lr: Learning rate of the trainable backbone parameters (the PEFT
+                modules, or every backbone weight under ``full``); None: ``lr``.
+            peft_weight_decay: Weight decay of those parameters (prompts, gates,
+                scales, biases and norms get none); None: ``weight_decay``.
             bands: Names of the *in_channels* input bands in channel order, e.g.
                 ``['R', 'G', 'B', 'N']`` (NAIP) or OSCD's ``['B01', ..., 'B12']``:
                 weights pretrained on other bands keep the filters of the bands

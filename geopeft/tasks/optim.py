@@ -2,7 +2,7 @@
 
 import math
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
 
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import nn
@@ -24,8 +24,94 @@ def trainable_parameters(module: nn.Module) -> list[nn.Parameter]:
     return [p for p in module.parameters() if p.requires_grad]
 
 
+def _is_undecayed(name: str, param: nn.Parameter) -> bool:
+    """Tell whether a PEFT parameter is left out of weight decay.
+
+    Prompts (CAPM and the prompt baselines), gates, scales, biases and norm
+    parameters are not decayed: decay would pull them towards zero, i.e. towards
+    switching the module off, rather than regularise a weight matrix.
+    """
+    leaf = name.rsplit('.', 1)[-1]
+    return (
+        param.ndim <= 1
+        or 'prompt' in leaf
+        or '.capm.' in f'.{name}'
+        or '.prompt.' in f'.{name}'
+        or 'gate' in leaf
+        or 'scale' in leaf
+    )
+
+
+def peft_parameter_groups(
+    module: nn.Module,
+    *,
+    weight_decay: float,
+    peft_lr: float | None = None,
+    peft_weight_decay: float | None = None,
+) -> list[dict[str, Any]]:
+    """Split the trainable parameters into head and PEFT groups for AdamW.
+
+    The PEFT parameters are the trainable parameters inside the PEFT backbones
+    (every submodule :func:`~geopeft.peft.apply_peft` marked with
+    ``geopeft_config``): the adapters and prompts, or every backbone weight under
+    ``full``. The rest (decoder, fusion, neck, head) is the head group.
+
+    Groups (empty ones left out), each with a ``name``:
+
+    * ``head``: *weight_decay*, the optimizer's base learning rate;
+    * ``peft``: *peft_weight_decay* at *peft_lr*;
+    * ``peft_no_decay``: prompts, gates, scales, biases and norms of the PEFT
+      parameters, no decay, at *peft_lr*.
+
+    Args:
+        module: The task or model.
+        weight_decay: Decay of the head group.
+        peft_lr: Learning rate of the PEFT groups (None: the base rate).
+        peft_weight_decay: Decay of the PEFT weights (None: *weight_decay*).
+
+    Returns:
+        AdamW parameter groups; every trainable parameter is in exactly one.
+    """
+    backbone_ids: dict[int, str] = {}
+    for prefix, sub in module.named_modules():
+        if hasattr(sub, 'geopeft_config'):
+            for name, param in sub.named_parameters(prefix=prefix):
+                backbone_ids.setdefault(id(param), name)
+    seen: set[int] = set()
+    head: list[nn.Parameter] = []
+    peft: list[nn.Parameter] = []
+    peft_no_decay: list[nn.Parameter] = []
+    for param in module.parameters():
+        if not param.requires_grad or id(param) in seen:
+            continue
+        seen.add(id(param))
+        if id(param) not in backbone_ids:
+            head.append(param)
+        elif _is_undecayed(backbone_ids[id(param)], param):
+            peft_no_decay.append(param)
+        else:
+            peft.append(param)
+    extra: dict[str, Any] = {} if peft_lr is None else {'lr': peft_lr}
+    decay = weight_decay if peft_weight_decay is None else peft_weight_decay
+    groups: list[dict[str, Any]] = []
+    if head:
+        groups.append({'name': 'head', 'params': head, 'weight_decay': weight_decay})
+    if peft:
+        groups.append({'name': 'peft', 'params': peft, 'weight_decay': decay, **extra})
+    if peft_no_decay:
+        groups.append(
+            {
+                'name': 'peft_no_decay',
+                'params': peft_no_decay,
+                'weight_decay': 0.0,
+                **extra,
+            }
+        )
+    return groups
+
+
 def build_optimizer(
-    params: Iterable[nn.Parameter],
+    params: Iterable[nn.Parameter] | list[dict[str, Any]],
     *,
     lr: float,
     weight_decay: float,
@@ -38,8 +124,9 @@ def build_optimizer(
     """Build AdamW over trainable parameters only, with an epoch-wise schedule.
 
     Args:
-        params: Parameters to optimise (frozen ones must be left out: AdamW would
-            otherwise allocate nothing for them, but listing them hides mistakes).
+        params: Parameters to optimise, or AdamW parameter groups (frozen ones
+            must be left out: AdamW would otherwise allocate nothing for them, but
+            listing them hides mistakes).
         lr: Peak learning rate.
         weight_decay: AdamW weight decay.
         scheduler: ``'plateau'`` (TorchGeo's default: reduce on a plateau of

@@ -10,7 +10,7 @@ from segmentation_models_pytorch.base import SegmentationModel
 from torch import Tensor
 
 from ..peft import PEFTConfig, keep_frozen_batchnorm_eval, load_adapter
-from .optim import build_optimizer, trainable_parameters
+from .optim import build_optimizer, peft_parameter_groups
 
 #: Checkpoint key that names the task class (read by ``geopeft export-adapter``).
 TASK_KEY = 'geopeft_task'
@@ -85,11 +85,22 @@ class PEFTTaskMixin(LightningModule):
     def configure_optimizers(self) -> OptimizerLRScheduler:
         """Build AdamW over the trainable parameters and the chosen schedule.
 
+        The head (decoder, head) trains at ``lr`` with ``weight_decay``; the PEFT
+        parameters at ``peft_lr`` with ``peft_weight_decay`` (both default to the
+        head's), prompts, gates, scales, biases and norms without decay (see
+        :func:`~geopeft.tasks.optim.peft_parameter_groups`).
+
         Returns:
             Optimizer and learning-rate scheduler.
         """
+        groups = peft_parameter_groups(
+            self,
+            weight_decay=self.hparams['weight_decay'],
+            peft_lr=self.hparams.get('peft_lr'),
+            peft_weight_decay=self.hparams.get('peft_weight_decay'),
+        )
         return build_optimizer(
-            trainable_parameters(self),
+            groups,
             lr=self.hparams['lr'],
             weight_decay=self.hparams['weight_decay'],
             scheduler=self.hparams['scheduler'],
