@@ -16,6 +16,7 @@ from .change_augmentation import (
     change_eval_augmentation,
     change_train_augmentation,
 )
+from .folds import check_folds, train_test_indices
 from .scene_classification import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -60,6 +61,9 @@ class ChangeFolderDataModule(NonGeoDataModule):
         split_source: SplitSource = 'auto',
         label_values: Sequence[int] | None = None,
         train_repeats: int = 1,
+        folds: int | None = None,
+        fold: int = 0,
+        fold_seed: int = 0,
     ) -> None:
         """Initialize a new ChangeFolderDataModule instance.
 
@@ -88,6 +92,14 @@ class ChangeFolderDataModule(NonGeoDataModule):
             train_repeats: Visits of every training pair per epoch, each with its
                 own random crop and augmentation (for small datasets cut into
                 patches smaller than the images).
+            folds: k-fold cross-validation over every pair of the folder (its
+                train/val/test prefixes or lists are ignored): the pairs are dealt
+                into *folds* folds with *fold_seed*; fold *fold* is the test (and
+                prediction) split, the others train, with ``val_split_pct`` of them
+                held out for validation. None uses the folder's own splits.
+            fold: The test fold, ``0 <= fold < folds``.
+            fold_seed: Seed of the deal into folds (keep it fixed across methods
+                and training seeds so that they all see the same folds).
 
         Raises:
             ValueError: If *augment*, *val_split_pct* or *train_repeats* is
@@ -107,6 +119,11 @@ class ChangeFolderDataModule(NonGeoDataModule):
         if train_repeats < 1:
             msg = f'train_repeats must be >= 1; got {train_repeats}'
             raise ValueError(msg)
+        if folds is not None:
+            check_folds(folds, fold, max(folds, 2))
+        self.folds = folds
+        self.fold = fold
+        self.fold_seed = fold_seed
         self.train_repeats = train_repeats
         self.root = root
         self.patch_size = patch_size
@@ -148,30 +165,73 @@ class ChangeFolderDataModule(NonGeoDataModule):
             ValueError: If the validation hold-out would leave no training pair, or
                 the training pairs fill no batch.
         """
+        if self.folds is not None:
+            self._setup_fold(stage)
+            return
         if stage in ('fit', 'validate'):
             train = self._dataset('train')
             if ChangeFolder.has_split(self.root, 'val', self.kwargs['split_source']):
                 self.train_dataset, self.val_dataset = train, self._dataset('val')
             else:
                 self.train_dataset, self.val_dataset = self._hold_out(train)
-            if self.train_repeats > 1:
-                self.train_dataset = ConcatDataset(
-                    [self.train_dataset] * self.train_repeats
-                )
-            if stage == 'fit' and len(self.train_dataset) < self.batch_size:
-                msg = (
-                    f'{self.root} gives {len(self.train_dataset)} training sample(s) '
-                    f'per epoch, fewer than batch_size={self.batch_size}; training '
-                    'drops the last incomplete batch, so nothing would train: lower '
-                    'batch_size, or raise train_repeats'
-                )
-                raise ValueError(msg)
+            self._repeat_and_check(stage)
         if stage == 'test':
             self.test_dataset = self._dataset('test')
         if stage == 'predict':
             self.predict_dataset = self._dataset('test')
 
-    def _hold_out(self, train: ChangeFolder) -> tuple[Dataset[Sample], Subset | None]:
+    def fold_indices(self) -> tuple[list[int], list[int]]:
+        """Return the training and test pair indices of the configured fold.
+
+        Indices are positions in ``ChangeFolder(split='all')`` (pairs sorted by
+        file name).
+
+        Returns:
+            ``(train, test)`` indices.
+
+        Raises:
+            ValueError: If the folder has fewer pairs than folds.
+        """
+        assert self.folds is not None
+        count = len(self._dataset('all'))
+        check_folds(self.folds, self.fold, count, what='labelled pairs')
+        return train_test_indices(count, self.folds, self.fold, seed=self.fold_seed)
+
+    def _setup_fold(self, stage: str) -> None:
+        """Set up the datasets of a stage from the cross-validation fold."""
+        every = self._dataset('all')
+        train_ids, test_ids = self.fold_indices()
+        if stage in ('fit', 'validate'):
+            train: Dataset[Sample] = Subset(every, train_ids)
+            self.train_dataset, self.val_dataset = self._hold_out(train)
+            self._repeat_and_check(stage)
+        if stage == 'test':
+            self.test_dataset = Subset(every, test_ids)
+        if stage == 'predict':
+            self.predict_dataset = Subset(every, test_ids)
+
+    def _repeat_and_check(self, stage: str) -> None:
+        """Repeat the training pairs ``train_repeats`` times; check one batch fits.
+
+        Raises:
+            ValueError: If the training pairs fill no batch.
+        """
+        if self.train_repeats > 1:
+            self.train_dataset = ConcatDataset(
+                [self.train_dataset] * self.train_repeats
+            )
+        if stage == 'fit' and len(self.train_dataset) < self.batch_size:
+            msg = (
+                f'{self.root} gives {len(self.train_dataset)} training sample(s) '
+                f'per epoch, fewer than batch_size={self.batch_size}; training '
+                'drops the last incomplete batch, so nothing would train: lower '
+                'batch_size, or raise train_repeats'
+            )
+            raise ValueError(msg)
+
+    def _hold_out(
+        self, train: Dataset[Sample]
+    ) -> tuple[Dataset[Sample], Subset | None]:
         """Hold a seeded fraction of the training pairs out for validation.
 
         Args:
@@ -186,11 +246,11 @@ class ChangeFolderDataModule(NonGeoDataModule):
         """
         if self.val_split_pct == 0:
             return train, None
-        n = len(train)
+        n = len(train)  # type: ignore[arg-type]
         n_val = max(1, round(n * self.val_split_pct))
         if n_val >= n:
             msg = (
-                f'{train.root} has no val split and val_split_pct='
+                f'{self.root} has no val split and val_split_pct='
                 f'{self.val_split_pct} of its {n} training pair(s) leaves none for '
                 'training: add val_* pairs (or root/list/val.txt), or lower '
                 'val_split_pct'

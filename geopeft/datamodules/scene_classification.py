@@ -13,6 +13,7 @@ from torchgeo.datasets import UCMerced
 from torchgeo.datasets.utils import Path, Sample
 
 from ..datasets import AID, SceneFolder
+from .folds import check_folds, train_test_indices
 from .splits import PROTOCOLS, SplitProtocol, stratified_split
 
 #: ImageNet mean and std of the RGB bands, in the 0-255 scale of the images.
@@ -88,6 +89,9 @@ class SceneClassificationDataModule(NonGeoDataModule):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         dataset_class: type[SceneFolder] | type[UCMerced] = SceneFolder,
+        folds: int | None = None,
+        fold: int = 0,
+        fold_seed: int = 0,
         **kwargs: Any,
     ) -> None:
         """Initialize a new SceneClassificationDataModule instance.
@@ -106,9 +110,19 @@ class SceneClassificationDataModule(NonGeoDataModule):
             std: Per-band standard deviation used for normalisation.
             dataset_class: Class of the dataset, built with ``root``,
                 ``transforms`` and *kwargs*.
+            folds: Stratified k-fold cross-validation instead of the fractions:
+                fold *fold* of *folds* is the test split, the others train (less
+                ``val_fraction`` of each class for validation). None: the
+                fractions.
+            fold: The test fold.
+            fold_seed: Seed of the deal into folds (fixed across methods and
+                training seeds).
             **kwargs: Additional keyword arguments passed to the dataset.
         """
         super().__init__(dataset_class, batch_size, num_workers, **kwargs)
+        self.folds = folds
+        self.fold = fold
+        self.fold_seed = fold_seed
         self.root = root
         self.train_fraction = train_fraction
         self.val_fraction = val_fraction
@@ -150,13 +164,42 @@ class SceneClassificationDataModule(NonGeoDataModule):
         if self.full_dataset is not None:
             return
         dataset, targets, classes = self.build_dataset()
-        self.split_indices = stratified_split(
-            targets,
-            self.train_fraction,
-            seed=self.seed,
-            val_fraction=self.val_fraction,
-        )
+        if self.folds is None:
+            self.split_indices = stratified_split(
+                targets,
+                self.train_fraction,
+                seed=self.seed,
+                val_fraction=self.val_fraction,
+            )
+        else:
+            self.split_indices = self._fold_split(targets)
         self.full_dataset, self.targets, self._classes = dataset, targets, classes
+
+    def _fold_split(self, targets: list[int]) -> dict[str, list[int]]:
+        """Split by stratified k-fold: fold ``fold`` tests, the others train.
+
+        Args:
+            targets: Class index of every sample.
+
+        Returns:
+            ``{'train', 'val', 'test'}`` indices; validation is carved out of the
+            training folds per class (``val_fraction``), seeded with ``seed``.
+        """
+        assert self.folds is not None
+        check_folds(self.folds, self.fold, len(targets), what='images')
+        train, test = train_test_indices(
+            len(targets), self.folds, self.fold, seed=self.fold_seed, labels=targets
+        )
+        val: list[int] = []
+        if self.val_fraction > 0:
+            inner = stratified_split(
+                [targets[i] for i in train],
+                1.0 - self.val_fraction,
+                seed=self.seed,
+            )
+            val = sorted(train[i] for i in inner['test'])
+            train = sorted(train[i] for i in inner['train'])
+        return {'train': train, 'val': val, 'test': test}
 
     @property
     def classes(self) -> list[str]:
@@ -230,6 +273,9 @@ class SceneFolderDataModule(SceneClassificationDataModule):
         num_workers: int = 0,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        folds: int | None = None,
+        fold: int = 0,
+        fold_seed: int = 0,
     ) -> None:
         """Initialize a new SceneFolderDataModule instance.
 
@@ -245,9 +291,16 @@ class SceneFolderDataModule(SceneClassificationDataModule):
             num_workers: Number of workers for parallel data loading.
             mean: Per-band mean used for normalisation, in the images' 0-255 scale.
             std: Per-band standard deviation used for normalisation.
+            folds: Stratified k-fold cross-validation instead of the fractions
+                (see :class:`SceneClassificationDataModule`).
+            fold: The test fold.
+            fold_seed: Seed of the deal into folds.
         """
         super().__init__(
             root,
+            folds=folds,
+            fold=fold,
+            fold_seed=fold_seed,
             train_fraction=train_fraction,
             val_fraction=val_fraction,
             seed=seed,

@@ -149,7 +149,7 @@ class ChangeFolder(NonGeoDataset):
     fast).
     """
 
-    splits: ClassVar[tuple[str, ...]] = ('train', 'val', 'test')
+    splits: ClassVar[tuple[str, ...]] = ('train', 'val', 'test', 'all')
     directories: ClassVar[tuple[str, str, str]] = ('A', 'B', 'label')
 
     def __init__(
@@ -164,7 +164,8 @@ class ChangeFolder(NonGeoDataset):
 
         Args:
             root: Directory that holds the ``A``, ``B`` and ``label`` folders.
-            split: One of 'train', 'val' or 'test'.
+            split: One of 'train', 'val', 'test' or 'all' (every pair in the
+                folder, whatever its prefix or list; for cross-validation).
             split_source: 'prefix' (files named ``<split>_*``), 'list'
                 (``root/list/<split>.txt``) or 'auto' (the list if it exists, else
                 the prefix).
@@ -322,7 +323,11 @@ class ChangeFolder(NonGeoDataset):
         """
         indexes = {d: _FolderIndex(self.root / d) for d in self.directories}
         source = self.resolve_split_source(self.root, self.split, self.split_source)
-        if source == 'list':
+        if self.split == 'all':
+            names = sorted(indexes['A'].names)
+            if not names:
+                raise self._empty_split_error(indexes['A'].names)
+        elif source == 'list':
             names = self._names_from_list(indexes['A'])
         else:
             prefix = f'{self.split}_'
