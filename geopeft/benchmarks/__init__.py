@@ -6,6 +6,7 @@ with step time and memory measured, the tables, figures and result records. See
 ``docs/benchmark_notebooks.md``.
 """
 
+from .accuracy import AccuracySettings, run_accuracy
 from .change import (
     ChangeBenchmarkSettings,
     PredictionSampler,
@@ -22,6 +23,7 @@ from .smoke_data import make_smoke_change_folder, make_smoke_scenes
 
 __all__ = (
     'METHODS',
+    'AccuracySettings',
     'BenchmarkMethod',
     'BenchmarkResult',
     'ChangeBenchmarkSettings',
@@ -39,6 +41,7 @@ __all__ = (
     'plot_tradeoffs',
     'prediction_samples',
     'resolve_methods',
+    'run_accuracy',
     'run_change_benchmark',
     'run_scene_benchmark',
     'save_figure',

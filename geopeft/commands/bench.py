@@ -479,6 +479,7 @@ def main(argv: Sequence[str]) -> int:
         'ktda': ('bench_ktda', 'bench_ktda'),
         'sampling': ('bench_sampling', 'main'),
         'predict': ('bench_predict', 'main'),
+        'accuracy': ('bench_accuracy', 'main'),
     }
     names = ['peft', *others]
     if not argv or argv[0] not in names:

@@ -55,6 +55,10 @@ WORKLOAD_SETTINGS: dict[str, tuple[str, ...]] = {
     'bench_predict': ('sizes',),
     'bench_sampling': ('samples', 'repeats', 'patch_size'),
     'demo': ('epochs', 'image_size'),
+    **{
+        f'bench_accuracy_{task}': ('epochs', 'folds', 'seeds', 'train_repeats')
+        for task in ('change', 'segmentation', 'classification')
+    },
 }
 
 #: Teacher arguments that shrink the KTDA teacher (``--teacher-kwargs``).
@@ -135,7 +139,7 @@ def smoke_reasons(
         if args.weights is None:
             extra.append('--weights none (random weights)')
         if args.data_root is None:
-            names.append('per_class')
+            names += ['per_class', 'val_per_class', 'test_per_class']
     reasons = [_below_default(args, parser, name) for name in names]
     return [reason for reason in reasons if reason] + extra
 

@@ -122,6 +122,10 @@ def test_smoke_run(name: str, kernel: str, tmp_path: Path) -> None:
     assert all(row['step ms'] > 0 for row in record.rows)
     assert record.command.startswith(f'papermill experiments/notebooks/{name}.ipynb')
     assert '-p smoke True' in record.command
+    anchor = out / 'anchor' / 'runs.jsonl'
+    if name == 'change_detection_benchmark':  # the section beside plain TorchGeo
+        rows = {json.loads(line)['row'] for line in anchor.read_text().splitlines()}
+        assert rows == {'torchgeo-full', 'torchgeo-frozen', 'linear', 'upetu-1bit'}
     figures = {path.name for path in (out / 'figures').iterdir()}
     assert case['figures'] <= figures
     executed = nbformat.read(tmp_path / f'{name}.ipynb', as_version=4)

@@ -1,0 +1,315 @@
+"""``geopeft bench accuracy``: rows, the anchor, scoring, schedule, runs per task."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torchgeo.tasks
+from lightning.pytorch import LightningModule, Trainer
+from torch import nn
+
+from geopeft.backbones import TimmBackbone
+from geopeft.benchmarks import accuracy
+from geopeft.benchmarks.accuracy import (
+    AccuracySettings,
+    FoldScorer,
+    SharedSchedule,
+    parse_row,
+    problem_for,
+)
+from geopeft.benchmarks.accuracy_segmentation import block_windows
+from geopeft.benchmarks.smoke_data import make_smoke_change_folder
+from geopeft.commands import bench_accuracy
+from geopeft.tasks import PEFTChangeDetection
+
+TINY = {
+    'backbone': 'efficientnet_lite0',
+    'weights': None,
+    'folds': 2,
+    'seeds': (0,),
+    'epochs': 1,
+    'batch_size': 2,
+    'patch_size': 32,
+    'train_repeats': 1,
+    'limit_train_batches': 2,
+}
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads() -> Any:
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_rows_parse_methods_options_and_anchors() -> None:
+    row = parse_row('upetu:peft_lr=0.003,hidden=32,adapt_batchnorm=true')
+    assert row.peft is not None and not row.is_anchor
+    assert (row.peft.method, row.peft.hidden, row.peft.adapt_batchnorm) == (
+        'upetu',
+        32,
+        True,
+    )
+    assert dict(row.task_options) == {'peft_lr': 0.003}
+    assert parse_row('upetu-4bit').peft.bits == 4
+    anchor = parse_row('torchgeo-frozen')
+    assert anchor.is_anchor and anchor.freeze_backbone
+    assert not parse_row('torchgeo-full').freeze_backbone
+
+
+@pytest.mark.parametrize(
+    ('spec', 'message'),
+    [
+        ('uptu', 'Did you mean "upetu"'),
+        ('torchgeo-ful', 'Did you mean "torchgeo-full"'),
+        ('upetu:hiden=3', 'Did you mean "hidden"'),
+        ('upetu:hidden', 'key=value'),
+    ],
+)
+def test_unknown_rows_fail_with_a_hint(spec: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_row(spec)
+
+
+def test_the_anchor_is_torchgeo_with_the_same_pretrained_encoder(
+    tmp_path: Path,
+) -> None:
+    root = make_smoke_change_folder(tmp_path, pairs={'train': 4})
+    settings = AccuracySettings(
+        task='change', root=str(root), backbone='efficientnet_lite0'
+    )
+    problem = problem_for(settings)
+    anchor = problem.task(parse_row('torchgeo-full'))
+    assert type(anchor) is torchgeo.tasks.ChangeDetection
+    assert anchor.hparams['model'] == 'fcsiamdiff'
+    frozen = problem.task(parse_row('torchgeo-frozen'))
+    assert type(frozen) is torchgeo.tasks.ChangeDetection
+    assert not any(p.requires_grad for p in frozen.model.encoder.parameters())
+    ours = problem.task(parse_row('full'))
+    assert isinstance(ours, PEFTChangeDetection)
+    reference = TimmBackbone('efficientnet_lite0', weights='imagenet').model
+    for model in (anchor.model.encoder.model, frozen.model.encoder.model):
+        for name in ('conv_stem.weight', 'blocks.6.0.conv_pwl.weight'):
+            assert torch.equal(model.state_dict()[name], reference.state_dict()[name])
+
+
+def test_an_anchor_that_cannot_take_the_backbone_is_a_clear_error(
+    tmp_path: Path,
+) -> None:
+    root = make_smoke_change_folder(tmp_path, pairs={'train': 4})
+    settings = AccuracySettings(
+        task='change', root=str(root), backbone='vit_tiny_patch16_224', weights=None
+    )
+    with pytest.raises(ValueError, match='cannot take backbone "vit_tiny'):
+        problem_for(settings).task(parse_row('torchgeo-full'))
+
+
+def test_fold_scorer_counts_pixels_of_the_positive_class() -> None:
+    scorer = FoldScorer(2)
+
+    class Fixed(LightningModule):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    # prediction 1 where logit > 0: TP 2, FP 1, FN 1, TN 4
+    logits = torch.tensor([[1.0, 1, 1, -1, -1, -1, -1, -1]]).reshape(1, 1, 2, 4)
+    mask = torch.tensor([[1, 1, 0, 1, 0, 0, 0, 0]]).reshape(1, 1, 2, 4)
+    scorer.on_test_batch_end(None, Fixed(), None, {'image': logits, 'mask': mask}, 0)  # type: ignore[arg-type]
+    scores = scorer.scores()
+    assert scores['precision'] == pytest.approx(2 / 3)
+    assert scores['recall'] == pytest.approx(2 / 3)
+    assert scores['f1'] == pytest.approx(2 / 3)
+    assert scores['iou'] == pytest.approx(0.5)
+    assert scores['accuracy'] == pytest.approx(6 / 8)
+    assert scores['predicted'] == pytest.approx(3 / 8)
+    collapsed = FoldScorer(2)
+    collapsed.on_test_batch_end(
+        None, Fixed(), None, {'image': -logits.abs(), 'mask': mask}, 0
+    )  # type: ignore[arg-type]
+    run = accuracy.AccuracyRun('x', 0, 0, collapsed.scores(), 1, 1, 0.0)
+    assert run.collapsed and run.scores['f1'] == 0.0
+
+
+def test_fold_scorer_ignores_the_ignore_index_and_scores_labels() -> None:
+    scorer = FoldScorer(3, ignore_index=255)
+
+    class Fixed(LightningModule):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    logits = torch.eye(3)[[0, 1, 2, 2]].float()  # predictions 0 1 2 2
+    batch = {'image': logits, 'label': torch.tensor([0, 1, 2, 255])}
+    scorer.on_test_batch_end(None, Fixed(), None, batch, 0)  # type: ignore[arg-type]
+    assert scorer.confusion.sum() == 3 and scorer.scores()['accuracy'] == 1.0
+
+
+def test_shared_schedule_warms_up_then_decays_every_group() -> None:
+    model = nn.Linear(2, 1)
+
+    class Task(LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.rates: list[list[float]] = []
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            self.rates.append([g['lr'] for g in self.optimizers().param_groups])
+            return self.model(batch[0]).sum()
+
+        def configure_optimizers(self) -> Any:
+            groups = [
+                {'params': [model.weight], 'lr': 1.0},
+                {'params': [model.bias], 'lr': 10.0},
+            ]
+            optimizer = torch.optim.SGD(groups, lr=1.0)
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer)
+            return {
+                'optimizer': optimizer,
+                'lr_scheduler': {'scheduler': plateau, 'monitor': 'x'},
+            }
+
+        def train_dataloader(self) -> Any:
+            return torch.utils.data.DataLoader(
+                torch.utils.data.TensorDataset(torch.ones(10, 2)), batch_size=1
+            )
+
+    task = Task()
+    trainer = Trainer(
+        max_epochs=1,
+        callbacks=[SharedSchedule(0.2)],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(task)
+    first = [rates[0] for rates in task.rates]
+    assert first[0] == pytest.approx(1 / 3) and first[1] == pytest.approx(2 / 3)
+    assert first[2] == pytest.approx(1.0)
+    assert all(b <= a for a, b in zip(first[2:], first[3:], strict=False))
+    assert first[-1] < 0.1
+    assert all(rates[1] == pytest.approx(10 * rates[0]) for rates in task.rates)
+
+
+def test_block_windows_cover_the_raster_without_slivers() -> None:
+    windows = block_windows(900, 900, 256)
+    assert len(windows) == 16
+    assert sum(w.width * w.height for w in windows) == 900 * 900
+    assert windows[-1].width == 900 - 768
+    assert len(block_windows(520, 260, 256)) == 2  # 8 px remainders merged
+
+
+def _run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    assert bench_accuracy.main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _tiny_args(out: Path) -> list[str]:
+    return [
+        '--backbone', 'efficientnet_lite0', '--weights', 'none', '--folds', '2',
+        '--seeds', '0', '--epochs', '1', '--batch-size', '2', '--patch-size', '32',
+        '--train-repeats', '1', '--limit-train-batches', '2', '--out', str(out),
+        '--json',
+    ]  # fmt: skip
+
+
+def test_change_run_end_to_end_with_the_anchor(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = make_smoke_change_folder(tmp_path / 'cd', pairs={'train': 4, 'test': 1})
+    argv = [
+        '--task', 'change', '--root', str(root), '--methods', 'torchgeo-full',
+        'upetu', *_tiny_args(tmp_path / 'out'), '--record', str(tmp_path / 'rec'),
+    ]  # fmt: skip
+    result = _run_cli(argv, capsys)
+    rows = {row['method']: row for row in result['rows']}
+    assert list(rows) == ['torchgeo-full', 'upetu']
+    for row in rows.values():
+        assert row['folds'] == [0, 1] and row['seeds'] == [0] and row['runs'] == 2
+        assert 0.0 <= row['f1_mean'] <= 1.0 and row['std'] >= 0.0
+    assert rows['torchgeo-full']['kind'] == 'torchgeo'
+    assert rows['torchgeo-full']['diff_mean'] == 0.0
+    assert rows['upetu']['diff_mean'] == pytest.approx(
+        rows['upetu']['f1_mean'] - rows['torchgeo-full']['f1_mean']
+    )
+    assert rows['upetu']['trainable'] < rows['torchgeo-full']['trainable']
+    (record,) = (tmp_path / 'rec').glob('*.json')
+    assert json.loads(record.read_text())['experiment'] == 'bench_accuracy_change'
+    lines = (tmp_path / 'out' / 'runs.jsonl').read_text().splitlines()
+    assert len(lines) == 4
+
+
+def test_a_rerun_resumes_from_the_finished_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_smoke_change_folder(tmp_path / 'cd', pairs={'train': 4})
+    argv = ['--root', str(root), '--methods', 'linear', *_tiny_args(tmp_path / 'o')]
+    first = _run_cli(argv, capsys)
+
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError('a finished run was trained again')
+
+    monkeypatch.setattr(accuracy, 'fit_and_score', fail)
+    assert _run_cli(argv, capsys)['rows'] == first['rows']
+
+
+def test_classification_run_end_to_end(
+    scene_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        '--task', 'classification', '--root', str(scene_root), '--methods',
+        'torchgeo-frozen', 'linear', *_tiny_args(tmp_path / 'out'),
+    ]  # fmt: skip
+    rows = _run_cli(argv, capsys)['rows']
+    assert [row['method'] for row in rows] == ['torchgeo-frozen', 'linear']
+    assert all(0.0 <= row['accuracy_mean'] <= 1.0 for row in rows)
+    assert rows[0]['diff_mean'] is None  # no torchgeo-full row to compare with
+
+
+def test_segmentation_run_end_to_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rasters_data import make_raster
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((1, 128, 128), dtype=np.uint8)
+    labels[:, 20:60, 10:100] = 1
+    image = (
+        rng.integers(100, 200, (1, 128, 128)) + 500 * labels.astype(np.int64)
+    ).astype(np.uint16)
+    make_raster(tmp_path / 'image.tif', values=image, nodata=0)
+    make_raster(tmp_path / 'mask.tif', values=labels)
+    argv = [
+        '--task', 'segmentation', '--image', str(tmp_path / 'image.tif'),
+        '--labels', str(tmp_path / 'mask.tif'), '--methods', 'torchgeo-full',
+        'upetu', *_tiny_args(tmp_path / 'out'),
+    ]  # fmt: skip
+    rows = _run_cli(argv, capsys)['rows']
+    assert [row['method'] for row in rows] == ['torchgeo-full', 'upetu']
+    folds = sorted((tmp_path / 'out' / 'folds').glob('*.geojson'))
+    assert len(folds) == 2
+    splits = [
+        [f['properties']['split'] for f in json.loads(p.read_text())['features']]
+        for p in folds
+    ]
+    assert all(a != b for a, b in zip(*splits, strict=True))  # each block tested once
+
+
+@pytest.mark.parametrize(
+    ('extra', 'message'),
+    [
+        (['--folds', '9'], 'use at most --folds 4'),
+        (['--methods', 'uptu'], 'Did you mean "upetu"'),
+    ],
+)
+def test_bad_requests_exit_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    root = make_smoke_change_folder(tmp_path / 'cd', pairs={'train': 4})
+    argv = ['--root', str(root), '--out', str(tmp_path / 'o'), *extra]
+    assert bench_accuracy.main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
