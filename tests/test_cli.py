@@ -177,22 +177,32 @@ def test_seeds_reports_mean_and_std(
 
 
 def demo_argv(out: Path, *extra: str) -> list[str]:
-    """``geopeft demo`` on a tiny random model: 4 images per class, 1 epoch."""
-    tiny = ['--backbone', 'convnext_atto', '--weights', 'none', '--per-class', '4']
+    """``geopeft demo`` on a tiny random model: 2 + 1 + 1 images per class, 1 epoch."""
+    tiny = ['--backbone', 'convnext_atto', '--weights', 'none', '--per-class', '2']
+    tiny += ['--val-per-class', '1', '--test-per-class', '1']
     fast = ['--epochs', '1', '--image-size', '32', '--batch-size', '4']
     return ['demo', '--out', str(out), *tiny, *fast, '--accelerator', 'cpu', *extra]
 
 
 def test_demo_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / 'demo'
-    argv = demo_argv(out)
+    argv = demo_argv(out, '--epochs', '2')
     assert main(argv) == 0
-    assert 'NOT real imagery' in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert 'NOT real imagery' in printed
+    assert (
+        'UPetu and the linear probe tie' in printed or 'the linear probe by' in printed
+    )
     summary = json.loads((out / 'metrics.json').read_text())
     assert [row['method'] for row in summary['results']] == ['upetu', 'linear']
     for row in summary['results']:
         assert 0 <= row['test_accuracy'] <= 1
+        assert row['test_images'] == 8 and row['val_images'] == 8  # 1 per class
         assert Path(row['adapter_file']).is_file()
+        last = out / 'checkpoints' / row['method'] / 'last.ckpt'
+        assert torch.load(last, weights_only=True)['epoch'] == 1  # the last epoch
+    upetu, linear = summary['results']
+    assert upetu['lr'] == linear['lr']  # one head learning rate for every method
     assert (out / 'results.png').stat().st_size > 0
     assert (out / 'samples.png').stat().st_size > 0
     # The last step maps a georeferenced scene: a class GeoTIFF on its grid.

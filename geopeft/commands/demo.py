@@ -15,6 +15,7 @@ raster given with ``--scene``.
 
 import argparse
 import json
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,10 +51,27 @@ RECORD_COLUMNS = (
     'scene_pixel_accuracy_percent',
 )
 
-#: Learning rate per method for the short demo schedule (head-only training and
-#: PEFT modules tolerate a larger step than full fine-tuning).
-DEMO_LR = {'full': 3e-4, 'linear': 1e-2}
-DEFAULT_LR = 3e-3
+#: One rule for every method: the head trains at :data:`HEAD_LR`; the trainable
+#: backbone parameters at :data:`PEFT_LR` (PEFT modules), or at
+#: :data:`FULL_BACKBONE_LR` under full fine-tuning (every pretrained weight moves).
+HEAD_LR = 1e-2
+PEFT_LR = 3e-3
+FULL_BACKBONE_LR = 3e-4
+
+
+def method_rates(method: str, lr: float | None) -> tuple[float, float]:
+    """The head and backbone learning rates of a method in the demo.
+
+    Args:
+        method: PEFT method name.
+        lr: ``--lr``: one rate for everything, overriding the rule.
+
+    Returns:
+        ``(lr, peft_lr)``.
+    """
+    if lr is not None:
+        return lr, lr
+    return HEAD_LR, FULL_BACKBONE_LR if method == 'full' else PEFT_LR
 
 
 def evaluate(task: PEFTClassification, datamodule: SceneFolderDataModule) -> Tensor:
@@ -98,20 +116,22 @@ def run_method(
     datamodule = SceneFolderDataModule(
         root=str(root),
         train_fraction=args.train_fraction,
-        val_fraction=0.2,
+        val_fraction=args.val_fraction,
         seed=args.seed,
         image_size=args.image_size,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
     )
     datamodule.setup('fit')
+    head_lr, peft_lr = method_rates(method, args.lr)
     task = PEFTClassification(
         model=args.backbone,
         weights=args.weights,
         num_classes=datamodule.num_classes,
         labels=list(datamodule.classes),
         peft=method,
-        lr=args.lr or DEMO_LR.get(method, DEFAULT_LR),
+        lr=head_lr,
+        peft_lr=peft_lr,
         scheduler='cosine',
         warmup_epochs=1,
         weight_decay=0.01,
@@ -120,14 +140,20 @@ def run_method(
         dirpath=out / 'checkpoints' / method,
         monitor='val_OverallAccuracy',
         mode='max',
-        save_last=True,
+    )
+    # Lightning's save_last copies whichever checkpoint was saved last, i.e. the
+    # best one; this one writes last.ckpt at the end of every epoch.
+    last_checkpoint = ModelCheckpoint(
+        dirpath=out / 'checkpoints' / method,
+        filename='last',
+        enable_version_counter=False,
     )
     trainer = Trainer(
         max_epochs=args.epochs,
         accelerator=args.accelerator,
         devices=1,
         logger=CSVLogger(out / 'logs', name=method),
-        callbacks=[checkpoint],
+        callbacks=[checkpoint, last_checkpoint],
         log_every_n_steps=5,
         deterministic=False,
         enable_model_summary=False,
@@ -140,6 +166,11 @@ def run_method(
     )
     datamodule.setup('test')
     confusion = evaluate(best, datamodule)
+    last_path = last_checkpoint.best_model_path
+    last = PEFTClassification.load_from_checkpoint(
+        last_path, map_location='cpu', weights_only=True
+    )
+    last_confusion = evaluate(last, datamodule)
     report = best.model.parameter_report()
     adapter_path = out / 'adapters' / f'{method}.safetensors'
     adapter_bytes = save_adapter(
@@ -148,9 +179,16 @@ def run_method(
         metadata={'backbone': args.backbone, 'peft': best.peft_config.to_dict()},
     )
     accuracy = confusion.diag().sum().item() / max(1, confusion.sum().item())
+    total = int(confusion.sum().item())
     return {
         'method': method,
         'test_accuracy': accuracy,
+        'test_images': total,
+        'test_accuracy_ci95': 1.96 * (accuracy * (1 - accuracy) / max(1, total)) ** 0.5,
+        'last_epoch_test_accuracy': last_confusion.diag().sum().item() / max(1, total),
+        'val_images': len(datamodule.val_dataset or []),
+        'lr': head_lr,
+        'peft_lr': peft_lr,
         'trainable': report.trainable,
         'total': report.total,
         'trainable_percent': report.trainable_percent,
@@ -190,9 +228,37 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument('--epochs', type=int, default=6)
     parser.add_argument('--image-size', type=int, default=128)
     parser.add_argument('--batch-size', type=int, default=32)
-    parser.add_argument('--per-class', type=int, default=60)
-    parser.add_argument('--train-fraction', type=float, default=0.5)
-    parser.add_argument('--lr', type=float, default=None, help='override per-method LR')
+    parser.add_argument(
+        '--per-class',
+        type=int,
+        default=40,
+        help='generated training images per class',
+    )
+    parser.add_argument(
+        '--val-per-class',
+        type=int,
+        default=50,
+        help='generated validation images per class (model selection)',
+    )
+    parser.add_argument(
+        '--test-per-class',
+        type=int,
+        default=125,
+        help='generated test images per class (1,000 in all: resolves ~1 point)',
+    )
+    parser.add_argument(
+        '--train-fraction',
+        type=float,
+        default=0.5,
+        help='with --data-root: fraction of each class for training + validation',
+    )
+    parser.add_argument(
+        '--lr',
+        type=float,
+        default=None,
+        help=f'one learning rate for head and backbone (default: head {HEAD_LR:g}, '
+        f'PEFT modules {PEFT_LR:g}, full fine-tuning backbone {FULL_BACKBONE_LR:g})',
+    )
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--num-workers', type=int, default=0)
     parser.add_argument('--accelerator', default='auto')
@@ -219,12 +285,22 @@ def main(argv: Sequence[str]) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     if args.data_root is None:
+        # One folder; the stratified split takes exactly these counts per class.
+        splits = (args.per_class, args.val_per_class, args.test_per_class)
+        if min(splits) < 1:
+            parser.error(
+                '--per-class, --val-per-class and --test-per-class must be >= 1'
+            )
+        total = sum(splits)
         root = generate_synthetic_scenes(
-            out / 'data', per_class=args.per_class, size=args.image_size, seed=args.seed
+            out / 'data', per_class=total, size=args.image_size, seed=args.seed
         )
+        args.train_fraction = (args.per_class + args.val_per_class) / total
+        args.val_fraction = args.val_per_class / (args.per_class + args.val_per_class)
         source = DESCRIPTION
     else:
         root = args.data_root
+        args.val_fraction = 0.2
         source = f'folder-per-class dataset at {root}'
     print(f'data: {source}')
     plot_samples(root, out / 'samples.png')
@@ -246,15 +322,23 @@ def main(argv: Sequence[str]) -> int:
     print()
     print(f'{args.backbone} ({args.weights} weights), {args.epochs} epochs')
     print(
-        f'{"method":<10}{"test acc":>10}{"trainable":>12}{"trainable %":>13}'
-        f'{"adapter KB":>12}{"train s":>9}'
+        f'{"method":<10}{"test acc":>10}{"95% CI":>9}{"last ep.":>10}'
+        f'{"trainable":>12}{"trainable %":>13}{"adapter KB":>12}{"train s":>9}'
     )
     for row in results:
         print(
             f'{row["method"]:<10}{100 * row["test_accuracy"]:>9.1f}%'
+            f'{100 * row["test_accuracy_ci95"]:>8.1f}'
+            f'{100 * row["last_epoch_test_accuracy"]:>9.1f}%'
             f'{row["trainable"]:>12,}{row["trainable_percent"]:>12.3f}%'
             f'{row["adapter_bytes"] / 1024:>12.1f}{row["train_seconds"]:>9.0f}'
         )
+    print(
+        f'test: {results[0]["test_images"]} images, the best validation epoch '
+        f'({results[0]["val_images"]} validation images); "95% CI": +- that many '
+        'points; "last ep.": the last epoch (last.ckpt)'
+    )
+    print(tie_sentence(results))
     print()
     print(f'metrics: {out / "metrics.json"}')
     print(f'plots:   {out / "results.png"}, {out / "samples.png"}')
@@ -350,3 +434,29 @@ def map_scene(
         'seconds': report.seconds,
         'pixel_accuracy': None if truth is None else pixel_accuracy(prediction, truth),
     }
+
+
+def tie_sentence(results: Sequence[dict[str, Any]]) -> str:
+    """Say whether UPetu beats, ties or trails the linear probe, in the CI.
+
+    Args:
+        results: The methods' results.
+
+    Returns:
+        One sentence (empty when either method did not run).
+    """
+    by_method = {row['method']: row for row in results}
+    if not {'upetu', 'linear'} <= set(by_method):
+        return ''
+    upetu, linear = by_method['upetu'], by_method['linear']
+    gap = 100 * (upetu['test_accuracy'] - linear['test_accuracy'])
+    margin = 100 * math.hypot(upetu['test_accuracy_ci95'], linear['test_accuracy_ci95'])
+    if abs(gap) <= margin:
+        return (
+            f'UPetu and the linear probe tie: {gap:+.1f} points, within the 95 % '
+            f'interval of the difference (+-{margin:.1f}).'
+        )
+    word = 'beats' if gap > 0 else 'trails'
+    return (
+        f'UPetu {word} the linear probe by {abs(gap):.1f} points (95 % +-{margin:.1f}).'
+    )

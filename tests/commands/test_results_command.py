@@ -271,7 +271,8 @@ def test_demo_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     _check_provenance(record, 'geopeft demo --out')
     assert record.experiment == 'demo' and record.mode == 'smoke'
     assert '--weights none (random weights)' in record.notes
-    assert '--epochs 1 < 6' in record.notes and '--per-class 4 < 60' in record.notes
+    assert '--epochs 1 < 6' in record.notes and '--per-class 2 < 40' in record.notes
+    assert '--test-per-class 1 < 125' in record.notes
     (row,) = record.rows
     assert row['method'] == 'linear' and 0 <= row['test_accuracy_percent'] <= 100
     assert 0 <= row['scene_pixel_accuracy_percent'] <= 100  # it mapped the scene
