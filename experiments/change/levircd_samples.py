@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run every method and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        '--root', type=Path, default=HERE.parents[1] / '../shared/data/levircd_samples'
+        '--root', type=Path, default=Path('data/levircd_samples')
     )
     parser.add_argument('--epochs', type=int, default=40)
     parser.add_argument('--seeds', type=int, nargs='+', default=[0])
