@@ -624,9 +624,11 @@ class ChangeProblem(Problem):
 
     def describe(self) -> str:
         """The folder, its pair count and the crop."""
+        s = self.settings
+        augment = 'default' if s.augment is None else s.augment
         return (
-            f'change pairs in {self.settings.root}, {self.settings.patch_size} px '
-            f'crops x {self.settings.train_repeats} per pair and epoch'
+            f'change pairs of {Path(str(s.root)).name}, {s.patch_size} px crops x '
+            f'{s.train_repeats} per pair and epoch, augment {augment}'
         )
 
 
@@ -691,7 +693,8 @@ class ClassificationProblem(Problem):
 
     def describe(self) -> str:
         """The folder and the image size."""
-        return f'scenes in {self.settings.root}, {self.settings.patch_size} px'
+        root = Path(str(self.settings.root)).name
+        return f'scenes of {root}, {self.settings.patch_size} px'
 
 
 PROBLEMS: dict[str, type[Problem]] = {

@@ -238,7 +238,8 @@ class SegmentationProblem(Problem):
     def describe(self) -> str:
         """The raster, the block size and the patch size."""
         return (
-            f'{self.settings.image} (labels {self.settings.labels}), '
+            f'{Path(str(self.settings.image)).name} (labels '
+            f'{Path(str(self.settings.labels)).name}), '
             f'{self.block_size} px spatial blocks, {self.settings.patch_size} px '
             'patches'
         )
