@@ -495,6 +495,37 @@ class Problem:
             )
             raise ValueError(msg) from error
 
+    def dense_anchor(
+        self,
+        task_class: type[LightningModule],
+        row: AccuracyRow,
+        model: str,
+        **options: Any,
+    ) -> LightningModule:
+        """Build a TorchGeo dense task on SMP's timm encoder with the weights.
+
+        Args:
+            task_class: TorchGeo's ``ChangeDetection`` or ``SemanticSegmentation``.
+            row: The anchor row (``freeze_backbone``).
+            model: TorchGeo's model name.
+            **options: Further task arguments.
+
+        Returns:
+            The task, its encoder holding the pretrained weights.
+        """
+        task = task_class(
+            model=model,
+            backbone=f'tu-{self.settings.backbone}',
+            weights=None,
+            lr=self.settings.lr,
+            freeze_backbone=row.freeze_backbone,
+            **options,
+        )
+        load_timm_weights(
+            task.model.encoder.model, self.settings.backbone, self.settings.weights
+        )
+        return task
+
     def geopeft_options(self, row: AccuracyRow) -> dict[str, Any]:
         """Arguments every geopeft task of a row takes."""
         assert row.peft is not None
@@ -608,19 +639,9 @@ class ChangeProblem(Problem):
         """TorchGeo's ``ChangeDetection(model='fcsiamdiff')``."""
         from torchgeo.tasks import ChangeDetection
 
-        task = ChangeDetection(
-            model='fcsiamdiff',
-            backbone=f'tu-{self.settings.backbone}',
-            weights=None,
-            task='binary',
-            loss='bce',
-            lr=self.settings.lr,
-            freeze_backbone=row.freeze_backbone,
+        return self.dense_anchor(
+            ChangeDetection, row, 'fcsiamdiff', task='binary', loss='bce'
         )
-        load_timm_weights(
-            task.model.encoder.model, self.settings.backbone, self.settings.weights
-        )
-        return task
 
     def describe(self) -> str:
         """The folder, its pair count and the crop."""

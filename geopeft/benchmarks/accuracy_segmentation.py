@@ -21,7 +21,7 @@ from rasterio.windows import Window, bounds
 
 from ..datamodules.folds import check_folds, kfold_indices
 from ..io import atomic_write_text
-from .accuracy import AccuracyRow, Problem, TaskName, load_timm_weights
+from .accuracy import AccuracyRow, Problem, TaskName
 
 
 def block_windows(width: int, height: int, block: int) -> list[Window]:
@@ -222,18 +222,9 @@ class SegmentationProblem(Problem):
         """TorchGeo's ``SemanticSegmentation(model='unet')``."""
         from torchgeo.tasks import SemanticSegmentation
 
-        task = SemanticSegmentation(
-            model='unet',
-            backbone=f'tu-{self.settings.backbone}',
-            weights=None,
-            lr=self.settings.lr,
-            freeze_backbone=row.freeze_backbone,
-            **self._segmentation_options(),
+        return self.dense_anchor(
+            SemanticSegmentation, row, 'unet', **self._segmentation_options()
         )
-        load_timm_weights(
-            task.model.encoder.model, self.settings.backbone, self.settings.weights
-        )
-        return task
 
     def describe(self) -> str:
         """The raster, the block size and the patch size."""
