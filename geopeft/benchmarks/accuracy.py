@@ -657,6 +657,7 @@ class ClassificationProblem(Problem):
     """Scene classification on a folder with one folder per class."""
 
     task_name: TaskName = 'classification'
+    _num_classes: int | None = None
 
     def _datamodule(self, fold: int, seed: int) -> Any:
         from ..datamodules import SceneFolderDataModule
@@ -678,11 +679,15 @@ class ClassificationProblem(Problem):
         if root is None or not Path(root).is_dir():
             msg = f'--root {root} is not a folder with one folder per class'
             raise ValueError(msg)
-        self._datamodule(0, 0).setup('fit')
+        datamodule = self._datamodule(0, 0)
+        datamodule.setup('fit')
+        self._num_classes = datamodule.num_classes
 
     def num_classes(self) -> int:
-        """Number of class folders."""
-        return self._datamodule(0, 0).num_classes
+        """Number of class folders (the folder is scanned once)."""
+        if self._num_classes is None:
+            self._num_classes = self._datamodule(0, 0).num_classes
+        return self._num_classes
 
     def datamodule(self, fold: int, seed: int) -> LightningDataModule:
         """Stratified fold *fold* of the folder."""

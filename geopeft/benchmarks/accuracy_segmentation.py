@@ -67,6 +67,7 @@ class SegmentationProblem(Problem):
         super().__init__(settings)
         self._statistics: tuple[list[float], list[float]] | None = None
         self._bands: int | None = None
+        self._windows: list[Window] | None = None
 
     @property
     def block_size(self) -> int:
@@ -93,9 +94,10 @@ class SegmentationProblem(Problem):
             )
             raise ValueError(msg)
         with rasterio.open(s.image) as source:
-            windows = block_windows(source.width, source.height, self.block_size)
             self._bands = source.count
-        check_folds(s.folds, 0, len(windows), what=f'{self.block_size} px blocks')
+        check_folds(
+            s.folds, 0, len(self.windows()), what=f'{self.block_size} px blocks'
+        )
         self.write_folds()
 
     def write_folds(self) -> list[Path]:
@@ -105,8 +107,8 @@ class SegmentationProblem(Problem):
             The files, one per fold.
         """
         s = self.settings
+        windows = self.windows()
         with rasterio.open(s.image) as source:
-            windows = block_windows(source.width, source.height, self.block_size)
             transform, crs = source.transform, source.crs
         dealt = kfold_indices(len(windows), s.folds, seed=s.fold_seed)
         paths = []
@@ -140,6 +142,14 @@ class SegmentationProblem(Problem):
             atomic_write_text(path, json.dumps(collection))
             paths.append(path)
         return paths
+
+    def windows(self) -> list[Window]:
+        """The fold blocks of the image (its size is read once)."""
+        if self._windows is None:
+            with rasterio.open(self.settings.image) as source:
+                width, height = source.width, source.height
+            self._windows = block_windows(width, height, self.block_size)
+        return self._windows
 
     def fold_path(self, fold: int) -> Path:
         """Where the regions of a fold are written."""
@@ -191,8 +201,7 @@ class SegmentationProblem(Problem):
     def _train_pixels(self, fold: int) -> int:
         """Pixels of the training blocks of a fold."""
         s = self.settings
-        with rasterio.open(s.image) as source:
-            windows = block_windows(source.width, source.height, self.block_size)
+        windows = self.windows()
         test = set(kfold_indices(len(windows), s.folds, seed=s.fold_seed)[fold])
         return sum(
             int(w.width * w.height) for i, w in enumerate(windows) if i not in test

@@ -180,11 +180,14 @@ class ChangeFolderDataModule(NonGeoDataModule):
         if stage == 'predict':
             self.predict_dataset = self._dataset('test')
 
-    def fold_indices(self) -> tuple[list[int], list[int]]:
+    def fold_indices(self, count: int) -> tuple[list[int], list[int]]:
         """Return the training and test pair indices of the configured fold.
 
         Indices are positions in ``ChangeFolder(split='all')`` (pairs sorted by
         file name).
+
+        Args:
+            count: Number of pairs in the folder.
 
         Returns:
             ``(train, test)`` indices.
@@ -193,14 +196,13 @@ class ChangeFolderDataModule(NonGeoDataModule):
             ValueError: If the folder has fewer pairs than folds.
         """
         assert self.folds is not None
-        count = len(self._dataset('all'))
         check_folds(self.folds, self.fold, count, what='labelled pairs')
         return train_test_indices(count, self.folds, self.fold, seed=self.fold_seed)
 
     def _setup_fold(self, stage: str) -> None:
         """Set up the datasets of a stage from the cross-validation fold."""
         every = self._dataset('all')
-        train_ids, test_ids = self.fold_indices()
+        train_ids, test_ids = self.fold_indices(len(every))
         if stage in ('fit', 'validate'):
             train: Dataset[Sample] = Subset(every, train_ids)
             self.train_dataset, self.val_dataset = self._hold_out(train)
