@@ -65,10 +65,31 @@ ANCHORS = {'torchgeo-full': False, 'torchgeo-frozen': True}
 REFERENCE = 'torchgeo-full'
 #: Task options a geopeft row may set after ``:`` (besides PEFT config fields).
 TASK_OPTIONS = ('lr', 'peft_lr', 'peft_weight_decay', 'weight_decay')
+#: Options of a ``ktda`` row (arguments of :class:`~geopeft.tasks.KTDASegmentation`).
+KTDA_OPTIONS = (
+    'distill_weight',
+    'alpha',
+    'temperature',
+    'aux_weight',
+    'fmm',
+    'fmm_depth',
+    'fmm_heads',
+    'head_channels',
+    'aux_channels',
+    'teacher_taps',
+)
 #: Default rows.
 DEFAULT_METHODS = ('torchgeo-full', 'torchgeo-frozen', 'full', 'linear', 'upetu')
 
 Progress = Callable[[str], None]
+
+
+#: Settings added later, with the default that leaves them out of the run key.
+_LATER_SETTINGS: dict[str, Any] = {
+    'label_column': 'class',
+    'teacher': 'dinov2_vits14',
+    'teacher_weights': None,
+}
 
 
 @dataclass(frozen=True)
@@ -81,12 +102,16 @@ class AccuracyRow:
         peft: The PEFT config of a geopeft row (None for an anchor).
         task_options: Task arguments set by the spec (``peft_lr`` ...).
         freeze_backbone: For an anchor: TorchGeo's ``freeze_backbone``.
+        ktda: Whether the row is a KTDA student (segmentation only).
+        ktda_options: Its :data:`KTDA_OPTIONS` (``distill_weight`` ...).
     """
 
     name: str
     peft: PEFTConfig | None = None
     task_options: tuple[tuple[str, float], ...] = ()
     freeze_backbone: bool = False
+    ktda: bool = False
+    ktda_options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def is_anchor(self) -> bool:
@@ -111,9 +136,12 @@ def parse_row(spec: str) -> AccuracyRow:
     """Parse a row spec: an anchor name, or ``method[:key=value,...]``.
 
     The method is a name of the PEFT table (:data:`geopeft.peft.METHODS`) or of the
-    benchmark table (``upetu-4bit``...). Keys are fields of
+    benchmark table (``upetu-4bit``...), or ``ktda`` (a fully trained KTDA student
+    distilled from the ``--teacher``; segmentation only). Keys are fields of
     :class:`~geopeft.peft.PEFTConfig` (``hidden``, ``bits``, ``adapt_batchnorm``
-    ...) or task options (:data:`TASK_OPTIONS`).
+    ...), task options (:data:`TASK_OPTIONS`), or for ``ktda`` its options
+    (:data:`KTDA_OPTIONS`, e.g. ``ktda:distill_weight=0`` for the student without
+    its teacher; lists join with ``+``: ``teacher_taps=3+6+9+12``).
 
     Args:
         spec: The row spec.
@@ -128,9 +156,11 @@ def parse_row(spec: str) -> AccuracyRow:
     if spec in ANCHORS:
         return AccuracyRow(spec, freeze_backbone=ANCHORS[spec])
     base, _, options_text = spec.partition(':')
-    known = [*ANCHORS, *PEFT_METHODS, *BENCHMARK_METHODS]
+    known = [*ANCHORS, *PEFT_METHODS, *BENCHMARK_METHODS, 'ktda']
     key = ALIASES.get(base, base)
-    if key in BENCHMARK_METHODS:
+    if base == 'ktda':
+        peft = {'method': 'full'}
+    elif key in BENCHMARK_METHODS:
         peft = BENCHMARK_METHODS[key].peft.to_dict()
     elif base in PEFT_METHODS:
         peft = {'method': base}
@@ -142,18 +172,26 @@ def parse_row(spec: str) -> AccuracyRow:
         )
         raise ValueError(msg)
     fields = {f.name for f in dataclasses.fields(PEFTConfig)} - {'method'}
+    extra = KTDA_OPTIONS if base == 'ktda' else ()
     task_options: dict[str, float] = {}
+    ktda_options: dict[str, Any] = {}
     for item in filter(None, (part.strip() for part in options_text.split(','))):
         name, sep, value = item.partition('=')
         if not sep:
             msg = f'option "{item}" of row "{spec}" must be key=value'
             raise ValueError(msg)
-        if name in TASK_OPTIONS:
+        if name in TASK_OPTIONS and not (base == 'ktda' and name.startswith('peft')):
             task_options[name] = float(value)
+        elif name in extra:
+            parsed = _parse_value(value)
+            if name == 'teacher_taps':
+                taps = parsed if isinstance(parsed, list) else [parsed]
+                parsed = [int(v) for v in taps]
+            ktda_options[name] = parsed
         elif name in fields:
             peft[name] = _parse_value(value)
         else:
-            valid = sorted([*fields, *TASK_OPTIONS])
+            valid = sorted([*fields, *TASK_OPTIONS, *extra])
             msg = (
                 f'Unknown option "{name}" in row "{spec}".'
                 f'{did_you_mean(name, valid)} Valid options: {", ".join(valid)}.'
@@ -163,6 +201,8 @@ def parse_row(spec: str) -> AccuracyRow:
         spec,
         peft=PEFTConfig.from_any(peft),
         task_options=tuple(sorted(task_options.items())),
+        ktda=base == 'ktda',
+        ktda_options=tuple(sorted(ktda_options.items())),
     )
 
 
@@ -218,6 +258,11 @@ class AccuracySettings:
             in pixels (``None``: twice the patch size).
         num_classes: Segmentation classes (2: binary, scored on class 1).
         ignore_index: Segmentation label value left out of loss and scores.
+        label_column: Segmentation with vector labels: the class column, or
+            None when every polygon is class 1.
+        teacher: ``ktda`` rows: the DINOv2 teacher's size.
+        teacher_weights: ``ktda`` rows: the teacher's weights (a local file,
+            ``'imagenet'`` for timm's hub, or a TorchGeo DINOv2 weights name).
         accelerator: Lightning accelerator.
         precision: Lightning precision.
         threads: torch CPU threads (None: torch's default).
@@ -246,6 +291,9 @@ class AccuracySettings:
     block_size: int | None = None
     num_classes: int = 2
     ignore_index: int | None = None
+    label_column: str | None = 'class'
+    teacher: str = 'dinov2_vits14'
+    teacher_weights: str | None = None
     accelerator: str = 'auto'
     precision: str = '32-true'
     threads: int | None = None
@@ -257,6 +305,11 @@ class AccuracySettings:
         values = dataclasses.asdict(self)
         for name in ('seeds', 'out_dir', 'threads', 'accelerator'):
             values.pop(name)
+        # Settings added after runs were recorded join the key only when set,
+        # so that the runs kept by earlier versions still resume.
+        for name, default in _LATER_SETTINGS.items():
+            if values[name] == default:
+                values.pop(name)
         text = json.dumps(values, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -538,6 +591,29 @@ class Problem:
         }
         options.update(dict(row.task_options))
         return options
+
+
+def _check_ktda_row(row: AccuracyRow, settings: AccuracySettings) -> None:
+    """Check that a ``ktda`` row can run: segmentation, and a teacher to learn from.
+
+    Raises:
+        ValueError: For another task, or distillation without teacher weights.
+    """
+    if settings.task != 'segmentation':
+        msg = (
+            f'the row "{row.name}" is a KTDA segmentation student; it runs with '
+            f'--task segmentation, not --task {settings.task}'
+        )
+        raise ValueError(msg)
+    weight = dict(row.ktda_options).get('distill_weight', 1.0)
+    if float(weight) > 0 and settings.teacher_weights is None:
+        msg = (
+            f'the row "{row.name}" distils from a teacher: pass --teacher-weights '
+            '(a local safetensors file, e.g. from `python -m '
+            "geopeft.distill.onnx_teacher`, or 'imagenet' for timm's hub), or add "
+            'distill_weight=0 to train the student alone'
+        )
+        raise ValueError(msg)
 
 
 def load_timm_weights(model: nn.Module, backbone: str, weights: str | None) -> None:
@@ -994,6 +1070,8 @@ def run_accuracy(
     for row in rows:  # fail on an impossible row before hours of training
         if row.is_anchor:
             problem.task(row)
+        if row.ktda:
+            _check_ktda_row(row, settings)
     out = Path(settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log = out / 'runs.jsonl'

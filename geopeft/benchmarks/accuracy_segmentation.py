@@ -93,8 +93,13 @@ class SegmentationProblem(Problem):
                 f'{s.patch_size}: no test patch would fit in a block'
             )
             raise ValueError(msg)
-        with rasterio.open(s.image) as source:
-            self._bands = source.count
+        from ..datasets import RasterSegmentationDataset
+
+        # Opening the pair checks the grids, their overlap and the label column.
+        dataset = RasterSegmentationDataset(
+            s.image, s.labels, label_column=s.label_column
+        )
+        self._bands = dataset.count
         check_folds(
             s.folds, 0, len(self.windows()), what=f'{self.block_size} px blocks'
         )
@@ -196,6 +201,7 @@ class SegmentationProblem(Problem):
             mean=mean,
             std=std,
             ignore_index=s.ignore_index,
+            label_column=s.label_column,
         )
 
     def _train_pixels(self, fold: int) -> int:
@@ -217,15 +223,44 @@ class SegmentationProblem(Problem):
         }
 
     def geopeft_task(self, row: AccuracyRow) -> LightningModule:
-        """:class:`~geopeft.tasks.PEFTSemanticSegmentation`."""
+        """:class:`~geopeft.tasks.PEFTSemanticSegmentation`, or KTDA's student."""
         from ..tasks import PEFTSemanticSegmentation
 
+        if row.ktda:
+            return self.ktda_task(row)
         return PEFTSemanticSegmentation(
             model=self.settings.arch,
             backbone=self.settings.backbone,
             **self._segmentation_options(),
             **self.geopeft_options(row),
         )
+
+    def ktda_task(self, row: AccuracyRow) -> LightningModule:
+        """:class:`~geopeft.tasks.KTDASegmentation`: the student and its teacher.
+
+        The student is the benchmark's backbone, fully trained (the reference's
+        choice), with KTDA's FAM, FMM and UPerNet head; ``distill_weight=0`` is the
+        same model trained without the teacher.
+        """
+        from ..tasks import KTDASegmentation
+
+        s = self.settings
+        options = self._segmentation_options()
+        arguments: dict[str, Any] = {
+            'backbone': s.backbone,
+            'weights': s.weights,
+            'in_channels': options['in_channels'],
+            'num_classes': s.num_classes,
+            'ignore_index': s.ignore_index,
+            'loss': 'ce',
+            'teacher': s.teacher,
+            'teacher_weights': s.teacher_weights,
+            'lr': s.lr,
+            'weight_decay': s.weight_decay,
+        }
+        arguments.update(dict(row.ktda_options))
+        arguments.update(dict(row.task_options))
+        return KTDASegmentation(**arguments)
 
     def torchgeo_task(self, row: AccuracyRow) -> LightningModule:
         """TorchGeo's ``SemanticSegmentation(model='unet')``."""

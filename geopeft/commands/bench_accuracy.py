@@ -88,6 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     add('--block-size', type=int, default=None, help='segmentation: fold blocks, px')
     add('--num-classes', type=int, default=d.num_classes, help='segmentation')
     add('--ignore-index', type=int, default=None, help='segmentation')
+    add(
+        '--label-column',
+        default='class',
+        help="segmentation, vector labels: the class column; 'none' when every "
+        'polygon is class 1 (e.g. building footprints)',
+    )
+    add('--teacher', default=d.teacher, help='ktda rows: the DINOv2 teacher size')
+    add(
+        '--teacher-weights',
+        default=None,
+        help='ktda rows: the teacher weights (local safetensors file, or imagenet)',
+    )
     add('--accelerator', default=d.accelerator)
     add('--precision', default=d.precision)
     add('--threads', type=int, default=None, help='torch CPU threads')
@@ -135,6 +147,11 @@ def main(argv: Sequence[str]) -> int:
         block_size=args.block_size,
         num_classes=args.num_classes,
         ignore_index=args.ignore_index,
+        label_column=None
+        if str(args.label_column).lower() in ('none', '')
+        else args.label_column,
+        teacher=args.teacher,
+        teacher_weights=args.teacher_weights,
         accelerator=args.accelerator,
         precision=args.precision,
         threads=args.threads,

@@ -125,7 +125,7 @@ class _RasterDataModule(GeoDataModule):
         res: float | tuple[float, float] | None,
         bands: list[int] | None,
         in_channels: int | None,
-        label_column: str,
+        label_column: str | None,
         label_layer: str | int | None,
         background: int | None,
         ignore_index: int | None,
@@ -353,7 +353,7 @@ class RasterSegmentationDataModule(_RasterDataModule):
         res: float | tuple[float, float] | None = None,
         bands: list[int] | None = None,
         in_channels: int | None = None,
-        label_column: str = 'class',
+        label_column: str | None = 'class',
         label_layer: str | int | None = None,
         background: int | None = 0,
         ignore_index: int | None = 255,
@@ -385,7 +385,8 @@ class RasterSegmentationDataModule(_RasterDataModule):
             bands: 1-based band indexes of the images to read (default: all).
             in_channels: Expected band count (checked; the task's ``in_channels``
                 is checked too when the data module runs with a task).
-            label_column: Class column of vector labels.
+            label_column: Class column of vector labels, or None when every
+                polygon is class 1 (e.g. building footprints).
             label_layer: Layer of a multi-layer vector file.
             background: Class outside every polygon (vector labels); None gives
                 ``ignore_index``.
@@ -481,7 +482,7 @@ class RasterChangeDataModule(_RasterDataModule):
         res: float | tuple[float, float] | None = None,
         bands: list[int] | None = None,
         in_channels: int | None = None,
-        label_column: str = 'class',
+        label_column: str | None = 'class',
         label_layer: str | int | None = None,
         background: int | None = 0,
         ignore_index: int | None = 255,
@@ -514,7 +515,8 @@ class RasterChangeDataModule(_RasterDataModule):
             bands: 1-based band indexes read from both dates (default: all).
             in_channels: Expected band count of each date (checked, as is the
                 task's ``in_channels``).
-            label_column: Class column of vector labels.
+            label_column: Class column of vector labels, or None when every
+                polygon is class 1 (e.g. building footprints).
             label_layer: Layer of a multi-layer vector file.
             background: Class outside every polygon (vector labels); None gives
                 ``ignore_index``.

@@ -210,7 +210,7 @@ def _build_labels(
     labels: Path | Sequence[Path],
     grid: TargetGrid,
     *,
-    column: str,
+    column: str | None,
     layer: str | int | None,
     background: int | None,
 ) -> Labels:
@@ -349,7 +349,7 @@ class _LabelledRasters(_GridDataset):
         crs: CRSLike | None,
         res: float | tuple[float, float] | None,
         bands: Sequence[int] | None,
-        label_column: str,
+        label_column: str | None,
         label_layer: str | int | None,
         background: int | None,
         ignore_index: int | None,
@@ -460,7 +460,7 @@ class RasterSegmentationDataset(_LabelledRasters):
         crs: CRSLike | None = None,
         res: float | tuple[float, float] | None = None,
         bands: Sequence[int] | None = None,
-        label_column: str = 'class',
+        label_column: str | None = 'class',
         label_layer: str | int | None = None,
         background: int | None = 0,
         ignore_index: int | None = 255,
@@ -475,7 +475,8 @@ class RasterSegmentationDataset(_LabelledRasters):
             crs: Target CRS (default: the images', when they share one).
             res: Target pixel size in CRS units (default: the images').
             bands: 1-based band indexes of the images to read (default: all).
-            label_column: Class column of vector labels.
+            label_column: Class column of vector labels, or None when every
+                polygon is class 1 (e.g. building footprints).
             label_layer: Layer of a multi-layer vector file.
             background: Class of pixels outside every polygon (vector labels);
                 None gives them ``ignore_index``.
@@ -539,7 +540,7 @@ class RasterChangeDataset(_LabelledRasters):
         crs: CRSLike | None = None,
         res: float | tuple[float, float] | None = None,
         bands: Sequence[int] | None = None,
-        label_column: str = 'class',
+        label_column: str | None = 'class',
         label_layer: str | int | None = None,
         background: int | None = 0,
         ignore_index: int | None = 255,
@@ -556,7 +557,8 @@ class RasterChangeDataset(_LabelledRasters):
             crs: Target CRS (default: the images', when they share one).
             res: Target pixel size in CRS units (default: the images').
             bands: 1-based band indexes read from both dates (default: all).
-            label_column: Class column of vector labels.
+            label_column: Class column of vector labels, or None when every
+                polygon is class 1 (e.g. building footprints).
             label_layer: Layer of a multi-layer vector file.
             background: Class outside every polygon (vector labels); None gives
                 ``ignore_index``.

@@ -44,7 +44,7 @@ def read_vector(
     path: Path,
     crs: CRS,
     *,
-    column: str,
+    column: str | None,
     layer: str | int | None = None,
     what: str = 'vector labels',
 ) -> gpd.GeoDataFrame:
@@ -53,7 +53,7 @@ def read_vector(
     Args:
         path: The file (any format geopandas reads).
         crs: CRS to reproject to.
-        column: Attribute that must be present.
+        column: Attribute that must be present, or None to ask for none.
         layer: Layer of a multi-layer file (GeoPackage), or None for the first.
         what: What the file holds, for error messages.
 
@@ -73,13 +73,18 @@ def read_vector(
     except Exception as error:  # pyogrio raises several unrelated types
         msg = f'{what}: cannot read {path} as a vector file: {error}'
         raise RasterInputError(msg) from error
-    if column not in frame.columns:
+    if column is not None and column not in frame.columns:
         found = [c for c in frame.columns if c != frame.geometry.name]
         msg = (
             f'{what}: {path} has no column {column!r}; its columns are {found}: '
             'pass the name of the column that holds the '
             f'{"split" if what == "split regions" else "class"} of each polygon'
         )
+        if what != 'split regions':
+            msg += (
+                ', or label_column=None (--label-column none) when every polygon '
+                'is one class (e.g. building footprints: class 1)'
+            )
         raise RasterInputError(msg)
     if frame.crs is None:
         msg = f'{what}: {path} has no CRS; set one (e.g. in QGIS or with ogr2ogr)'
@@ -107,7 +112,7 @@ class VectorLabels:
         path: Path,
         crs: CRS,
         *,
-        column: str = 'class',
+        column: str | None = 'class',
         layer: str | int | None = None,
         background: int | None = 0,
     ) -> None:
@@ -116,7 +121,8 @@ class VectorLabels:
         Args:
             path: The vector file.
             crs: CRS of the grid the labels are rasterised on.
-            column: Integer attribute holding each polygon's class.
+            column: Integer attribute holding each polygon's class, or None
+                when every polygon is class 1.
             layer: Layer of a multi-layer file, or None.
             background: Class of pixels outside every polygon (None: ignored).
 
@@ -126,7 +132,11 @@ class VectorLabels:
         """
         self.path = os.fspath(path)
         frame = read_vector(path, crs, column=column, layer=layer)
-        values = frame[column]
+        values = (
+            pd.Series(np.ones(len(frame), dtype=np.int64), index=frame.index)
+            if column is None
+            else frame[column]
+        )
         if (
             not (
                 pd.api.types.is_integer_dtype(values)

@@ -1,5 +1,7 @@
 """``geopeft bench accuracy``: rows, the anchor, scoring, schedule, runs per task."""
 
+import dataclasses
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -296,6 +298,121 @@ def test_segmentation_run_end_to_end(
         for p in folds
     ]
     assert all(a != b for a, b in zip(*splits, strict=True))  # each block tested once
+
+
+def test_ktda_rows_parse_their_options() -> None:
+    row = parse_row('ktda:distill_weight=0,fmm=mlp,teacher_taps=1+2,lr=0.01')
+    assert row.ktda and not row.is_anchor
+    assert dict(row.ktda_options) == {
+        'distill_weight': 0,
+        'fmm': 'mlp',
+        'teacher_taps': [1, 2],
+    }
+    assert dict(row.task_options) == {'lr': 0.01}
+    assert not parse_row('upetu').ktda
+    with pytest.raises(ValueError, match='Unknown option "peft_lr"'):
+        parse_row('ktda:peft_lr=0.1')
+    with pytest.raises(ValueError, match='Unknown option "fmm"'):
+        parse_row('upetu:fmm=mlp')
+
+
+def test_settings_added_later_keep_the_keys_of_recorded_runs() -> None:
+    settings = AccuracySettings(task='segmentation', image='a.tif')
+    values = dataclasses.asdict(settings)
+    later = accuracy._LATER_SETTINGS
+    for name in ('seeds', 'out_dir', 'threads', 'accelerator', *later):
+        values.pop(name)
+    text = json.dumps(values, sort_keys=True, default=str)
+    assert settings.key() == hashlib.sha256(text.encode()).hexdigest()[:16]
+    changed = dataclasses.replace(settings, label_column=None)
+    assert changed.key() != settings.key()
+    assert dataclasses.replace(settings, seeds=(5,)).key() == settings.key()
+
+
+def _segmentation_chip(tmp_path: Path) -> tuple[Path, Path]:
+    """A 1-band 128 px chip with two building footprints (GeoJSON, no class)."""
+    from rasters_data import (
+        DEFAULT_ORIGIN,
+        make_raster,
+        make_vector_labels,
+        pixel_box,
+    )
+
+    rng = np.random.default_rng(0)
+    inside = np.zeros((1, 128, 128), dtype=np.int64)
+    boxes = [((20, 60), (10, 100)), ((80, 110), (30, 70))]
+    for rows, cols in boxes:
+        inside[:, slice(*rows), slice(*cols)] = 1
+    image = (rng.integers(100, 200, (1, 128, 128)) + 500 * inside).astype(np.uint16)
+    make_raster(tmp_path / 'image.tif', values=image, nodata=0)
+    polygons = [pixel_box(DEFAULT_ORIGIN, 10.0, rows=r, cols=c) for r, c in boxes]
+    labels = make_vector_labels(
+        tmp_path / 'buildings.geojson', polygons, ['yes', 'yes'], column='building'
+    )
+    return tmp_path / 'image.tif', labels
+
+
+def test_ktda_rows_distil_from_the_teacher_or_train_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ktda_helpers import TINY_STUDENT
+
+    import geopeft.tasks
+
+    built: list[float] = []
+
+    class TinyKTDA(geopeft.tasks.KTDASegmentation):
+        def __init__(self, **kwargs: Any) -> None:
+            kwargs.update(TINY_STUDENT)
+            kwargs['teacher_weights'] = None  # a random tiny teacher
+            super().__init__(**kwargs)
+
+        def build_teacher(self) -> Any:
+            built.append(self.hparams['distill_weight'])
+            return super().build_teacher()
+
+    monkeypatch.setattr(geopeft.tasks, 'KTDASegmentation', TinyKTDA)
+    image, labels = _segmentation_chip(tmp_path)
+    argv = [
+        '--task', 'segmentation', '--image', str(image), '--labels', str(labels),
+        '--label-column', 'none', '--teacher-weights', str(tmp_path / 'teacher'),
+        '--methods', 'ktda', 'ktda:distill_weight=0', *_tiny_args(tmp_path / 'out'),
+    ]  # fmt: skip
+    with pytest.warns(UserWarning, match='randomly initialised teacher'):
+        rows = _run_cli(argv, capsys)['rows']
+    assert [row['method'] for row in rows] == ['ktda', 'ktda:distill_weight=0']
+    assert all(0 <= row['f1_mean'] <= 1 for row in rows)
+    assert built and set(built) == {1.0}  # only the distilling row has a teacher
+
+
+@pytest.mark.parametrize(
+    ('extra', 'message'),
+    [
+        (['--methods', 'ktda', '--label-column', 'none'], 'pass --teacher-weights'),
+        (
+            ['--methods', 'ktda:distill_weight=0', '--label-column', 'kind'],
+            "no column 'kind'",
+        ),
+    ],
+)
+def test_bad_ktda_requests_exit_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    image, labels = _segmentation_chip(tmp_path)
+    argv = [
+        '--task', 'segmentation', '--image', str(image), '--labels', str(labels),
+        *_tiny_args(tmp_path / 'out'), *extra,
+    ]  # fmt: skip
+    assert bench_accuracy.main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
+
+
+def test_ktda_rows_need_the_segmentation_task(tmp_path: Path) -> None:
+    root = make_smoke_change_folder(tmp_path / 'cd', pairs={'train': 4})
+    settings = AccuracySettings(root=str(root), out_dir=str(tmp_path / 'o'), **TINY)
+    with pytest.raises(ValueError, match='runs with --task segmentation'):
+        accuracy.run_accuracy(settings, ['ktda:distill_weight=0'])
 
 
 @pytest.mark.parametrize(

@@ -316,6 +316,24 @@ def test_vector_labels_without_the_class_column_names_the_columns(
         RasterSegmentationDataset(image, strings)
 
 
+def test_vector_labels_without_a_class_column_burn_every_polygon_as_class_1(
+    tmp_path: Path,
+) -> None:
+    image = make_raster(tmp_path / 'i.tif', size=16)
+    box = pixel_box(DEFAULT_ORIGIN, RES, rows=(0, 4), cols=(2, 6))
+    labels = make_vector_labels(
+        tmp_path / 'footprints.geojson', [box], ['house'], column='building'
+    )
+    with pytest.raises(RasterInputError, match=r'label_column=None'):
+        RasterSegmentationDataset(image, labels)
+    mask = RasterSegmentationDataset(image, labels, label_column=None)[
+        _patch(0, 0, 16)
+    ]['mask']
+    expected = torch.zeros(16, 16, dtype=mask.dtype)
+    expected[0:4, 2:6] = 1
+    torch.testing.assert_close(mask, expected)
+
+
 def test_rasters_that_do_not_overlap_are_an_error(tmp_path: Path) -> None:
     image = make_raster(tmp_path / 'i.tif', size=16)
     far = (X0 + 10_000, Y0)
