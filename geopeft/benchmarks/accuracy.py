@@ -973,14 +973,16 @@ class AccuracyResult:
             f'{s.folds}-fold cross-validation (fold seed {s.fold_seed}) x seeds '
             f'{list(s.seeds)}; mean +- std over folds x seeds',
         ]
+        table = self.table()
+        width = max([34, *(len(entry['method']) + 2 for entry in table)])
         header = (
-            f'{"method":<34}{score + " mean":>12}{"std":>8}{"vs TG full":>16}'
+            f'{"method":<{width}}{score + " mean":>12}{"std":>8}{"vs TG full":>16}'
             f'{"IoU" if score == "f1" else "F1":>8}{"trainable":>12}{"%":>8}'
             f'{"runs":>6}{"fit s":>7}'
         )
         lines += [header, '-' * len(header)]
         notes = []
-        for entry in self.table():
+        for entry in table:
             diff = (
                 f'{entry["diff_mean"]:+.3f}+-{entry["diff_std"]:.3f}'
                 if entry['diff_mean'] is not None and entry['method'] != REFERENCE
@@ -988,7 +990,7 @@ class AccuracyResult:
             )
             other = entry['iou_mean'] if score == 'f1' else entry['f1_mean']
             lines.append(
-                f'{entry["method"]:<34}{entry[f"{score}_mean"]:>12.3f}'
+                f'{entry["method"]:<{width}}{entry[f"{score}_mean"]:>12.3f}'
                 f'{entry["std"]:>8.3f}{diff:>16}{other:>8.3f}'
                 f'{entry["trainable"]:>12,}{entry["trainable_percent"]:>8.2f}'
                 f'{entry["runs"]:>6}{entry["fit_seconds"]:>7.0f}'

@@ -276,5 +276,5 @@ class SegmentationProblem(Problem):
             f'{Path(str(self.settings.image)).name} (labels '
             f'{Path(str(self.settings.labels)).name}), '
             f'{self.block_size} px spatial blocks, {self.settings.patch_size} px '
-            'patches'
+            f'patches x {self.settings.train_repeats} per training area and epoch'
         )
