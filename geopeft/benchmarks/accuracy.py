@@ -78,6 +78,8 @@ KTDA_OPTIONS = (
     'aux_channels',
     'teacher_taps',
 )
+#: Task options of a ``ktda`` row (it has no PEFT modules, so no ``peft_*``).
+KTDA_TASK_OPTIONS = ('lr', 'weight_decay')
 #: Default rows.
 DEFAULT_METHODS = ('torchgeo-full', 'torchgeo-frozen', 'full', 'linear', 'upetu')
 
@@ -171,8 +173,13 @@ def parse_row(spec: str) -> AccuracyRow:
             '"upetu:peft_lr=0.003,hidden=32").'
         )
         raise ValueError(msg)
-    fields = {f.name for f in dataclasses.fields(PEFTConfig)} - {'method'}
-    extra = KTDA_OPTIONS if base == 'ktda' else ()
+    # A ktda row's student is fully trained: it takes KTDA's options, no PEFT ones.
+    ktda = base == 'ktda'
+    fields = (
+        set() if ktda else {f.name for f in dataclasses.fields(PEFTConfig)} - {'method'}
+    )
+    task_names = KTDA_TASK_OPTIONS if ktda else TASK_OPTIONS
+    extra = KTDA_OPTIONS if ktda else ()
     task_options: dict[str, float] = {}
     ktda_options: dict[str, Any] = {}
     for item in filter(None, (part.strip() for part in options_text.split(','))):
@@ -180,7 +187,7 @@ def parse_row(spec: str) -> AccuracyRow:
         if not sep:
             msg = f'option "{item}" of row "{spec}" must be key=value'
             raise ValueError(msg)
-        if name in TASK_OPTIONS and not (base == 'ktda' and name.startswith('peft')):
+        if name in task_names:
             task_options[name] = float(value)
         elif name in extra:
             parsed = _parse_value(value)
@@ -191,7 +198,7 @@ def parse_row(spec: str) -> AccuracyRow:
         elif name in fields:
             peft[name] = _parse_value(value)
         else:
-            valid = sorted([*fields, *TASK_OPTIONS, *extra])
+            valid = sorted([*fields, *task_names, *extra])
             msg = (
                 f'Unknown option "{name}" in row "{spec}".'
                 f'{did_you_mean(name, valid)} Valid options: {", ".join(valid)}.'
@@ -201,7 +208,7 @@ def parse_row(spec: str) -> AccuracyRow:
         spec,
         peft=PEFTConfig.from_any(peft),
         task_options=tuple(sorted(task_options.items())),
-        ktda=base == 'ktda',
+        ktda=ktda,
         ktda_options=tuple(sorted(ktda_options.items())),
     )
 

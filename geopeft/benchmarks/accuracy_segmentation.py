@@ -78,8 +78,9 @@ class SegmentationProblem(Problem):
         """Check the rasters, the folds, and write the fold regions.
 
         Raises:
-            ValueError: If the image or labels are missing, or there are fewer
-                blocks than folds, or blocks smaller than a patch.
+            ValueError: If the image or labels are missing or do not overlap, the
+                vector labels lack the class column, or there are fewer blocks
+                than folds, or blocks smaller than a patch.
         """
         s = self.settings
         for name in ('image', 'labels'):
@@ -245,11 +246,10 @@ class SegmentationProblem(Problem):
         from ..tasks import KTDASegmentation
 
         s = self.settings
-        options = self._segmentation_options()
         arguments: dict[str, Any] = {
             'backbone': s.backbone,
             'weights': s.weights,
-            'in_channels': options['in_channels'],
+            'in_channels': self._bands or 1,
             'num_classes': s.num_classes,
             'ignore_index': s.ignore_index,
             'loss': 'ce',

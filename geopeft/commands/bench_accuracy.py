@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _none(text: str | None) -> str | None:
+    """An option's value, None for ``'none'`` or an empty string."""
+    return None if str(text).lower() in ('none', '') else text
+
+
 def main(argv: Sequence[str]) -> int:
     """Run ``geopeft bench accuracy``.
 
@@ -124,14 +129,13 @@ def main(argv: Sequence[str]) -> int:
 
     parser = build_parser()
     args = parser.parse_args(list(argv))
-    weights = None if str(args.weights).lower() in ('none', '') else args.weights
     settings = AccuracySettings(
         task=args.task,
         root=args.root,
         image=args.image,
         labels=args.labels,
         backbone=args.backbone,
-        weights=weights,
+        weights=_none(args.weights),
         arch=args.arch,
         folds=args.folds,
         fold_seed=args.fold_seed,
@@ -147,9 +151,7 @@ def main(argv: Sequence[str]) -> int:
         block_size=args.block_size,
         num_classes=args.num_classes,
         ignore_index=args.ignore_index,
-        label_column=None
-        if str(args.label_column).lower() in ('none', '')
-        else args.label_column,
+        label_column=_none(args.label_column),
         teacher=args.teacher,
         teacher_weights=args.teacher_weights,
         accelerator=args.accelerator,

@@ -314,6 +314,8 @@ def test_ktda_rows_parse_their_options() -> None:
         parse_row('ktda:peft_lr=0.1')
     with pytest.raises(ValueError, match='Unknown option "fmm"'):
         parse_row('upetu:fmm=mlp')
+    with pytest.raises(ValueError, match='Unknown option "hidden"'):
+        parse_row('ktda:hidden=32')  # no PEFT modules to size
 
 
 def test_settings_added_later_keep_the_keys_of_recorded_runs() -> None:
