@@ -63,8 +63,13 @@ TaskName = Literal['change', 'segmentation', 'classification']
 ANCHORS = {'torchgeo-full': False, 'torchgeo-frozen': True}
 #: The row every difference is taken to.
 REFERENCE = 'torchgeo-full'
+#: Loss options every row may set after ``:``, anchors included (TorchGeo's own
+#: ``loss`` and ``class_weights`` arguments; class weights join with ``+``).
+LOSS_OPTIONS = ('loss', 'class_weights')
+#: Losses a row may name (TorchGeo's; ``bce`` for one-output binary tasks).
+LOSSES = ('ce', 'bce', 'jaccard', 'focal', 'dice')
 #: Task options a geopeft row may set after ``:`` (besides PEFT config fields).
-TASK_OPTIONS = ('lr', 'peft_lr', 'peft_weight_decay', 'weight_decay')
+TASK_OPTIONS = ('lr', 'peft_lr', 'peft_weight_decay', 'weight_decay', *LOSS_OPTIONS)
 #: Options of a ``ktda`` row (arguments of :class:`~geopeft.tasks.KTDASegmentation`).
 KTDA_OPTIONS = (
     'distill_weight',
@@ -79,7 +84,10 @@ KTDA_OPTIONS = (
     'teacher_taps',
 )
 #: Task options of a ``ktda`` row (it has no PEFT modules, so no ``peft_*``).
-KTDA_TASK_OPTIONS = ('lr', 'weight_decay')
+KTDA_TASK_OPTIONS = ('lr', 'weight_decay', *LOSS_OPTIONS)
+#: A run that predicts positives on less than this fraction of the labelled
+#: positive share is flagged as nearly collapsed (under-predicted).
+UNDER_PREDICTED = 0.2
 #: Default rows.
 DEFAULT_METHODS = ('torchgeo-full', 'torchgeo-frozen', 'full', 'linear', 'upetu')
 
@@ -102,7 +110,7 @@ class AccuracyRow:
         name: The spec as given, e.g. ``'upetu'``, ``'upetu:peft_lr=0.003'``,
             ``'torchgeo-full'``.
         peft: The PEFT config of a geopeft row (None for an anchor).
-        task_options: Task arguments set by the spec (``peft_lr`` ...).
+        task_options: Task arguments set by the spec (``peft_lr``, ``loss`` ...).
         freeze_backbone: For an anchor: TorchGeo's ``freeze_backbone``.
         ktda: Whether the row is a KTDA student (segmentation only).
         ktda_options: Its :data:`KTDA_OPTIONS` (``distill_weight`` ...).
@@ -110,7 +118,7 @@ class AccuracyRow:
 
     name: str
     peft: PEFTConfig | None = None
-    task_options: tuple[tuple[str, float], ...] = ()
+    task_options: tuple[tuple[str, Any], ...] = ()
     freeze_backbone: bool = False
     ktda: bool = False
     ktda_options: tuple[tuple[str, Any], ...] = ()
@@ -143,7 +151,9 @@ def parse_row(spec: str) -> AccuracyRow:
     :class:`~geopeft.peft.PEFTConfig` (``hidden``, ``bits``, ``adapt_batchnorm``
     ...), task options (:data:`TASK_OPTIONS`), or for ``ktda`` its options
     (:data:`KTDA_OPTIONS`, e.g. ``ktda:distill_weight=0`` for the student without
-    its teacher; lists join with ``+``: ``teacher_taps=3+6+9+12``).
+    its teacher; lists join with ``+``: ``teacher_taps=3+6+9+12``). Every row,
+    the anchors included, takes :data:`LOSS_OPTIONS`
+    (``torchgeo-full:loss=dice``, ``upetu:class_weights=1+4``).
 
     Args:
         spec: The row spec.
@@ -155,9 +165,14 @@ def parse_row(spec: str) -> AccuracyRow:
         ValueError: For an unknown method or option, naming the valid ones.
     """
     spec = spec.strip()
-    if spec in ANCHORS:
-        return AccuracyRow(spec, freeze_backbone=ANCHORS[spec])
     base, _, options_text = spec.partition(':')
+    if base in ANCHORS:
+        anchor_options = _parse_options(spec, options_text, LOSS_OPTIONS)
+        return AccuracyRow(
+            spec,
+            task_options=tuple(sorted(anchor_options.items())),
+            freeze_backbone=ANCHORS[base],
+        )
     known = [*ANCHORS, *PEFT_METHODS, *BENCHMARK_METHODS, 'ktda']
     key = ALIASES.get(base, base)
     if base == 'ktda':
@@ -176,34 +191,16 @@ def parse_row(spec: str) -> AccuracyRow:
     # A ktda row's student is fully trained: it takes KTDA's options, no PEFT ones.
     ktda = base == 'ktda'
     fields = (
-        set() if ktda else {f.name for f in dataclasses.fields(PEFTConfig)} - {'method'}
+        ()
+        if ktda
+        else tuple(f.name for f in dataclasses.fields(PEFTConfig) if f.name != 'method')
     )
     task_names = KTDA_TASK_OPTIONS if ktda else TASK_OPTIONS
     extra = KTDA_OPTIONS if ktda else ()
-    task_options: dict[str, float] = {}
-    ktda_options: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in options_text.split(','))):
-        name, sep, value = item.partition('=')
-        if not sep:
-            msg = f'option "{item}" of row "{spec}" must be key=value'
-            raise ValueError(msg)
-        if name in task_names:
-            task_options[name] = float(value)
-        elif name in extra:
-            parsed = _parse_value(value)
-            if name == 'teacher_taps':
-                taps = parsed if isinstance(parsed, list) else [parsed]
-                parsed = [int(v) for v in taps]
-            ktda_options[name] = parsed
-        elif name in fields:
-            peft[name] = _parse_value(value)
-        else:
-            valid = sorted([*fields, *task_names, *extra])
-            msg = (
-                f'Unknown option "{name}" in row "{spec}".'
-                f'{did_you_mean(name, valid)} Valid options: {", ".join(valid)}.'
-            )
-            raise ValueError(msg)
+    options = _parse_options(spec, options_text, (*task_names, *extra, *fields))
+    task_options = {k: v for k, v in options.items() if k in task_names}
+    ktda_options = {k: v for k, v in options.items() if k in extra}
+    peft.update({k: v for k, v in options.items() if k in fields})
     return AccuracyRow(
         spec,
         peft=PEFTConfig.from_any(peft),
@@ -211,6 +208,58 @@ def parse_row(spec: str) -> AccuracyRow:
         ktda=ktda,
         ktda_options=tuple(sorted(ktda_options.items())),
     )
+
+
+def _parse_options(spec: str, text: str, valid: Sequence[str]) -> dict[str, Any]:
+    """Read the ``key=value,...`` options of a row spec.
+
+    Args:
+        spec: The whole spec, for messages.
+        text: Its part after ``:``.
+        valid: The option names the row takes.
+
+    Returns:
+        Option name -> value: floats for rates and decays, a loss name, a tuple
+        of floats for ``class_weights``, a list of integers for ``teacher_taps``,
+        else bools, numbers or strings.
+
+    Raises:
+        ValueError: For an option that is not ``key=value``, not valid for the
+            row (naming the valid ones), or an unknown loss.
+    """
+    options: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(','))):
+        name, sep, value = item.partition('=')
+        if not sep:
+            msg = f'option "{item}" of row "{spec}" must be key=value'
+            raise ValueError(msg)
+        if name not in valid:
+            names = sorted(valid)
+            msg = (
+                f'Unknown option "{name}" in row "{spec}".'
+                f'{did_you_mean(name, names)} Valid options: {", ".join(names)}.'
+            )
+            raise ValueError(msg)
+        parsed = _parse_value(value)
+        if name == 'loss':
+            if value not in LOSSES:
+                msg = (
+                    f'Unknown loss "{value}" in row "{spec}".'
+                    f'{did_you_mean(value, LOSSES)} Choose from: {", ".join(LOSSES)}.'
+                )
+                raise ValueError(msg)
+            parsed = value
+        elif name == 'class_weights':
+            items = parsed if isinstance(parsed, list) else [parsed]
+            parsed = tuple(float(v) for v in items)
+        elif name == 'teacher_taps':
+            parsed = [
+                int(v) for v in (parsed if isinstance(parsed, list) else [parsed])
+            ]
+        elif name in TASK_OPTIONS:
+            parsed = float(value)
+        options[name] = parsed
+    return options
 
 
 def parse_rows(specs: str | Sequence[str]) -> list[AccuracyRow]:
@@ -422,7 +471,8 @@ class FoldScorer(Callback):
         foreground). More classes: their macro means (``f1`` is the macro F1,
         ``iou`` the mean IoU). Always ``accuracy`` (overall) and ``predicted``,
         the share of items predicted as class 1 or more (0 for a collapsed
-        model that predicts only the background).
+        model that predicts only the background), and ``actual``, the share
+        labelled so.
 
         Returns:
             Score name -> value.
@@ -444,6 +494,7 @@ class FoldScorer(Callback):
             'recall': float(recall[classes].mean()),
             'accuracy': float(true_positive.sum() / total),
             'predicted': float(predicted[1:].sum() / total),
+            'actual': float(actual[1:].sum() / total),
         }
 
 
@@ -487,6 +538,34 @@ class AccuracyRun:
     def collapsed(self) -> bool:
         """Whether the model predicted no positive item at all on its fold."""
         return self.scores['predicted'] == 0.0
+
+    @property
+    def actual(self) -> float | None:
+        """The share of positive items in the test fold's labels.
+
+        Runs recorded before ``actual`` was scored derive it from the predicted
+        share, the precision and the recall (None when the recall is 0).
+        """
+        if 'actual' in self.scores:
+            return self.scores['actual']
+        recall = self.scores['recall']
+        if recall == 0:
+            return None
+        return self.scores['predicted'] * self.scores['precision'] / recall
+
+    @property
+    def under_predicted(self) -> bool:
+        """Whether the model nearly collapsed (but predicted some positives).
+
+        It predicted positives on less than :data:`UNDER_PREDICTED` of the share
+        of items that is labelled positive.
+        """
+        actual = self.actual
+        return (
+            not self.collapsed
+            and actual is not None
+            and self.scores['predicted'] < UNDER_PREDICTED * actual
+        )
 
 
 class Problem:
@@ -566,7 +645,7 @@ class Problem:
 
         Args:
             task_class: TorchGeo's ``ChangeDetection`` or ``SemanticSegmentation``.
-            row: The anchor row (``freeze_backbone``).
+            row: The anchor row (``freeze_backbone``, loss options).
             model: TorchGeo's model name.
             **options: Further task arguments.
 
@@ -579,7 +658,7 @@ class Problem:
             weights=None,
             lr=self.settings.lr,
             freeze_backbone=row.freeze_backbone,
-            **options,
+            **{**options, **dict(row.task_options)},
         )
         load_timm_weights(
             task.model.encoder.model, self.settings.backbone, self.settings.weights
@@ -796,6 +875,7 @@ class ClassificationProblem(Problem):
             num_classes=self.num_classes(),
             lr=self.settings.lr,
             freeze_backbone=row.freeze_backbone,
+            **dict(row.task_options),
         )
         load_timm_weights(task.model, self.settings.backbone, self.settings.weights)
         return task
@@ -928,7 +1008,8 @@ class AccuracyResult:
         accuracy for classification) over every run (fold x seed); ``diff_mean``
         / ``diff_std``: the paired difference to ``torchgeo-full`` on the same
         fold and seed (when that row ran); ``collapsed``: runs that predicted no
-        positive at all.
+        positive at all; ``under_predicted``: runs that predicted positives on
+        less than a fifth of the labelled share (nearly collapsed).
 
         Returns:
             The rows.
@@ -963,6 +1044,7 @@ class AccuracyResult:
             entry['folds'] = sorted({run.fold for run in runs})
             entry['runs'] = len(runs)
             entry['collapsed'] = sum(run.collapsed for run in runs)
+            entry['under_predicted'] = sum(run.under_predicted for run in runs)
             entry['trainable'] = runs[0].trainable
             entry['total'] = runs[0].total
             entry['trainable_percent'] = 100.0 * runs[0].trainable / runs[0].total
@@ -1007,6 +1089,13 @@ class AccuracyResult:
                     f'{entry["method"]}: {entry["collapsed"]} of {entry["runs"]} '
                     'runs COLLAPSED (predicted no positive at all on their test '
                     'fold; included in the mean)'
+                )
+            if entry['under_predicted']:
+                notes.append(
+                    f'{entry["method"]}: {entry["under_predicted"]} of '
+                    f'{entry["runs"]} runs UNDER-PREDICTED (positives predicted on '
+                    f'less than {UNDER_PREDICTED:.0%} of the labelled share: nearly '
+                    'collapsed; included in the mean)'
                 )
         lines.append(
             '"vs TG full": paired difference to TorchGeo full fine-tuning on the '
@@ -1112,6 +1201,11 @@ def run_accuracy(
                 handle.write(json.dumps({'key': key, **dataclasses.asdict(run)}) + '\n')
             score = run.scores[settings.score_name]
             flag = ' COLLAPSED (no positive predicted)' if run.collapsed else ''
+            if run.under_predicted:
+                flag = (
+                    f' UNDER-PREDICTED ({run.scores["predicted"]:.1%} predicted '
+                    f'positive where {run.actual:.1%} are)'
+                )
             progress(
                 f'{label}: {settings.score_name} {score:.3f}, '
                 f'{run.fit_seconds:.0f} s{flag}'

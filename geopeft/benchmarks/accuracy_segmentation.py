@@ -232,8 +232,7 @@ class SegmentationProblem(Problem):
         return PEFTSemanticSegmentation(
             model=self.settings.arch,
             backbone=self.settings.backbone,
-            **self._segmentation_options(),
-            **self.geopeft_options(row),
+            **{**self._segmentation_options(), **self.geopeft_options(row)},
         )
 
     def ktda_task(self, row: AccuracyRow) -> LightningModule:

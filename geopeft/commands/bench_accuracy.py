@@ -35,6 +35,7 @@ RECORD_COLUMNS = (
     'trainable_percent',
     'runs',
     'collapsed',
+    'under_predicted',
 )
 
 
@@ -62,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         nargs='+',
         default=list(DEFAULT_METHODS),
         help='rows: torchgeo-full, torchgeo-frozen, and PEFT methods with options, '
-        'e.g. upetu upetu:peft_lr=0.003,adapt_batchnorm=true lora full linear',
+        'e.g. upetu upetu:peft_lr=0.003,adapt_batchnorm=true lora full linear; '
+        'every row takes loss=ce|bce|jaccard|focal|dice and class_weights=1+4 '
+        '(torchgeo-full:loss=dice)',
     )
     add('--folds', type=int, default=d.folds, help='cross-validation folds')
     add('--fold-seed', type=int, default=d.fold_seed, help='seed of the fold deal')

@@ -62,6 +62,23 @@ def test_rows_parse_methods_options_and_anchors() -> None:
     assert not parse_row('torchgeo-full').freeze_backbone
 
 
+def test_every_row_takes_loss_options_and_anchors_only_those() -> None:
+    anchor = parse_row('torchgeo-full:loss=dice')
+    assert anchor.is_anchor and not anchor.freeze_backbone
+    assert dict(anchor.task_options) == {'loss': 'dice'}
+    row = parse_row('upetu:class_weights=1+4,loss=ce,peft_lr=0.01')
+    assert dict(row.task_options) == {
+        'class_weights': (1.0, 4.0),
+        'loss': 'ce',
+        'peft_lr': 0.01,
+    }
+    assert dict(parse_row('ktda:loss=focal').task_options) == {'loss': 'focal'}
+    with pytest.raises(ValueError, match='Valid options: class_weights, loss'):
+        parse_row('torchgeo-frozen:hidden=8')
+    with pytest.raises(ValueError, match='Did you mean "dice"'):
+        parse_row('linear:loss=dise')
+
+
 @pytest.mark.parametrize(
     ('spec', 'message'),
     [
@@ -96,6 +113,19 @@ def test_the_anchor_is_torchgeo_with_the_same_pretrained_encoder(
     for model in (anchor.model.encoder.model, frozen.model.encoder.model):
         for name in ('conv_stem.weight', 'blocks.6.0.conv_pwl.weight'):
             assert torch.equal(model.state_dict()[name], reference.state_dict()[name])
+
+
+def test_loss_options_reach_the_anchor_and_geopeft_tasks(tmp_path: Path) -> None:
+    import segmentation_models_pytorch as smp
+
+    root = make_smoke_change_folder(tmp_path, pairs={'train': 4})
+    settings = AccuracySettings(task='change', root=str(root), weights=None)
+    problem = problem_for(settings)
+    assert isinstance(problem.task(parse_row('torchgeo-full')).criterion, nn.Module)
+    for spec in ('torchgeo-full:loss=dice', 'upetu:loss=dice'):
+        task = problem.task(parse_row(spec))
+        assert isinstance(task.criterion, smp.losses.DiceLoss), spec
+        assert task.hparams['loss'] == 'dice'
 
 
 def test_an_anchor_that_cannot_take_the_backbone_is_a_clear_error(
@@ -133,6 +163,22 @@ def test_fold_scorer_counts_pixels_of_the_positive_class() -> None:
     )  # type: ignore[arg-type]
     run = accuracy.AccuracyRun('x', 0, 0, collapsed.scores(), 1, 1, 0.0)
     assert run.collapsed and run.scores['f1'] == 0.0
+    assert not run.under_predicted and run.actual == pytest.approx(3 / 8)
+
+
+def test_runs_that_nearly_collapse_are_flagged_under_predicted() -> None:
+    def run(predicted: float, actual: float, **scores: float) -> accuracy.AccuracyRun:
+        values = {'predicted': predicted, 'actual': actual, 'f1': 0.1, **scores}
+        return accuracy.AccuracyRun('x', 0, 0, values, 1, 1, 0.0)
+
+    assert run(0.02, 0.15).under_predicted  # 13 % of the labelled share
+    assert not run(0.05, 0.15).under_predicted  # a third of it
+    assert not run(0.0, 0.15).under_predicted  # collapsed, flagged as such
+    # older records without 'actual': derived from precision and recall
+    old = accuracy.AccuracyRun(
+        'x', 0, 0, {'predicted': 0.01, 'precision': 0.6, 'recall': 0.05}, 1, 1, 0.0
+    )
+    assert old.actual == pytest.approx(0.12) and old.under_predicted
 
 
 def test_fold_scorer_ignores_the_ignore_index_and_scores_labels() -> None:
