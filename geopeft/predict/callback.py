@@ -153,11 +153,20 @@ class GeoTIFFPredictionWriter(BasePredictionWriter):
             )
             raise RuntimeError(msg)
 
+    def _inputs(self) -> list[Path]:
+        """The files this writer reads: the grid raster and the mask."""
+        files = [self.mask] if self.mask is not None else []
+        if self.grid_source is not None and not isinstance(
+            self.grid_source, RasterGrid
+        ):
+            files.append(Path(self.grid_source))
+        return files
+
     def on_predict_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule
     ) -> None:
         """Check the output path and find the grid."""
-        check_output(self.output, self.overwrite)
+        check_output(self.output, self.overwrite, self._inputs())
         self.output.parent.mkdir(parents=True, exist_ok=True)
         self._stack.enter_context(rasterio.Env(GDAL_CACHEMAX=self.gdal_cache_mb << 20))
         if isinstance(self.grid_source, RasterGrid):
@@ -274,6 +283,7 @@ class GeoTIFFPredictionWriter(BasePredictionWriter):
                 compress=self.compress,
                 resume=False,
                 overwrite=self.overwrite,
+                inputs=self._inputs(),
             )
             writer.open()
             try:

@@ -380,7 +380,7 @@ def predict_raster(
     started = time.perf_counter()
     output = Path(output)
     paths = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
-    check_output(output, overwrite)
+    check_output(output, overwrite, paths)
     chips_done = skipped = 0
     threads = default_gdal_threads() if gdal_threads is None else gdal_threads
     if threads < 1:
@@ -433,6 +433,7 @@ def predict_raster(
             resume=resume,
             overwrite=overwrite,
             threads=threads,
+            inputs=paths,
             settings={
                 'inputs': scene.describe(),
                 'bands': list(bands) if bands is not None else None,
@@ -446,6 +447,7 @@ def predict_raster(
             },
         )
         resumed = writer.open()
+        stack.callback(writer.close)  # the lock, however this ends
         first = grid.first_chip_row(resumed)
         accumulator = StripAccumulator(
             num_outputs,

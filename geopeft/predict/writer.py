@@ -16,6 +16,12 @@ in update mode and continues at ``rows_done``; a run with other settings discard
 both files and starts over. When the last row is written the partial file is
 renamed onto the output (an atomic replace on one file system) and the progress
 file is removed: the output path only ever holds a complete GeoTIFF.
+
+One process writes an output at a time: the writer holds an OS-level lock on
+``<output>.lock`` (:class:`~geopeft.predict.lock.OutputLock`) from :meth:`open` to
+:meth:`commit`, :meth:`discard` or :meth:`close`, and a second writer is refused
+before it touches the partial file. An output that is one of the inputs is
+refused too.
 """
 
 import json
@@ -23,7 +29,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +40,7 @@ from rasterio.windows import Window
 
 from ..io import atomic_write_text
 from .encoding import OutputEncoding
+from .lock import OutputLock
 from .windows import RasterGrid
 
 #: ``format`` of a progress file.
@@ -68,18 +75,39 @@ def progress_path(output: Path) -> Path:
     return output.with_name(output.name + '.progress.json')
 
 
-def check_output(output: Path, overwrite: bool) -> None:
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (links followed; either may not exist)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def check_output(
+    output: Path,
+    overwrite: bool,
+    inputs: Sequence[str | os.PathLike[str]] = (),
+) -> None:
     """Fail early if the output path is taken.
 
     Args:
         output: The final output path.
         overwrite: Whether an existing file may be replaced (when the new one is
             complete).
+        inputs: Files the prediction reads; the output may be none of them.
 
     Raises:
-        FileExistsError: If *output* exists and *overwrite* is False, or is a
-            directory.
+        FileExistsError: If *output* exists and *overwrite* is False, is a
+            directory, or is one of the *inputs* (symbolic links followed), even
+            with *overwrite*.
     """
+    for source in inputs:
+        if _same_file(output, Path(source)):
+            msg = (
+                f'the output {output} is the input {source}: writing the map there '
+                'would replace the scene; choose another output path'
+            )
+            raise FileExistsError(msg)
     if output.is_dir():
         msg = f'the output {output} is a directory: give a file name, e.g. pred.tif'
         raise FileExistsError(msg)
@@ -122,6 +150,7 @@ class GeoTIFFStripWriter:
         resume: bool = True,
         overwrite: bool = False,
         threads: int = 1,
+        inputs: Sequence[str | os.PathLike[str]] = (),
     ) -> None:
         """Initialize a new GeoTIFFStripWriter instance.
 
@@ -136,6 +165,7 @@ class GeoTIFFStripWriter:
             resume: Continue a partial file with equal settings if there is one.
             overwrite: Replace an existing output when complete.
             threads: Threads GDAL compresses the tiles with.
+            inputs: Files the prediction reads (the output may be none of them).
 
         Raises:
             ValueError: If *blocksize* or *compress* is invalid.
@@ -149,6 +179,8 @@ class GeoTIFFStripWriter:
         self.output = Path(output)
         self.partial = partial_path(self.output)
         self.progress = progress_path(self.output)
+        self.lock = OutputLock(self.output)
+        self.inputs = list(inputs)
         self.grid = grid
         self.encoding = encoding
         self.blocksize = blocksize
@@ -212,17 +244,24 @@ class GeoTIFFStripWriter:
             settings already wrote.
 
         Raises:
-            FileExistsError: If the output exists and overwriting is off.
+            FileExistsError: If the output exists and overwriting is off, or the
+                output is an input.
+            OutputBusyError: If another process is writing the same output.
         """
-        check_output(self.output, self.overwrite)
-        self.rows_done = self._resumable_rows() if self.resume else 0
-        if self.rows_done == 0:
-            self.partial.parent.mkdir(parents=True, exist_ok=True)
-            self.progress.unlink(missing_ok=True)
-            self.partial.unlink(missing_ok=True)
-            with rasterio.open(self.partial, 'w', **self.profile):
-                pass
-            self._record()
+        check_output(self.output, self.overwrite, self.inputs)
+        self.lock.acquire()
+        try:
+            self.rows_done = self._resumable_rows() if self.resume else 0
+            if self.rows_done == 0:
+                self.partial.parent.mkdir(parents=True, exist_ok=True)
+                self.progress.unlink(missing_ok=True)
+                self.partial.unlink(missing_ok=True)
+                with rasterio.open(self.partial, 'w', **self.profile):
+                    pass
+                self._record()
+        except BaseException:
+            self.lock.release()
+            raise
         self._buffer = np.empty(
             (self.encoding.count, self.blocksize, self.grid.width),
             dtype=self.encoding.dtype,
@@ -343,9 +382,15 @@ class GeoTIFFStripWriter:
             raise RuntimeError(msg)
         os.replace(self.partial, self.output)
         self.progress.unlink(missing_ok=True)
+        self.lock.release()
         return self.output
 
     def discard(self) -> None:
-        """Delete the partial and progress files."""
+        """Delete the partial and progress files (and drop the lock)."""
         self.partial.unlink(missing_ok=True)
         self.progress.unlink(missing_ok=True)
+        self.lock.release()
+
+    def close(self) -> None:
+        """Drop the lock, keeping the partial and progress files to resume."""
+        self.lock.release()
