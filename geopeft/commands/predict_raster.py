@@ -153,9 +153,14 @@ def mean_std_normaliser(mean: Sequence[float], std: Sequence[float]) -> Normalis
 
     Returns:
         The normaliser of ``[B, C, h, w]`` or ``[B, 2, C, h, w]`` inputs.
+
+    Raises:
+        ValueError: If a value is not finite or a std is not positive.
     """
-    mean_t = torch.tensor(list(mean), dtype=torch.float32)
-    std_t = torch.tensor(list(std), dtype=torch.float32)
+    from ..datamodules.change_augmentation import _statistics
+
+    mean_t = _statistics(list(mean), 'mean')
+    std_t = _statistics(list(std), 'std')
 
     def normalise(x: Tensor) -> Tensor:
         both_dates = x.ndim == 5 and mean_t.numel() == 2 * x.shape[2]

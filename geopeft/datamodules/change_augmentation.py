@@ -54,9 +54,40 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
     return int(height), int(width)
 
 
-def _statistics(values: float | Sequence[float] | Tensor) -> Tensor:
-    """Return statistics as a 1-D float32 tensor (one value, or one per band)."""
-    return torch.as_tensor(values, dtype=torch.float32).reshape(-1)
+def _statistics(values: float | Sequence[float] | Tensor, name: str = 'mean') -> Tensor:
+    """Return normalisation statistics as a 1-D float32 tensor, checked.
+
+    Args:
+        values: One value, or one per band.
+        name: ``'mean'`` or ``'std'``, for the checks and the message.
+
+    Returns:
+        The values as a 1-D float32 tensor.
+
+    Raises:
+        ValueError: If a value is not finite, or a ``std`` is not positive (a zero
+            std divides by zero and trains to NaN).
+    """
+    tensor = torch.as_tensor(values, dtype=torch.float32).reshape(-1)
+    if tensor.numel() == 0:
+        msg = f'{name} is empty: give one value per band (or one for all bands)'
+        raise ValueError(msg)
+    bad = ~torch.isfinite(tensor)
+    if name == 'std':
+        bad |= tensor <= 0
+    if bad.any():
+        band = int(bad.nonzero()[0]) + 1
+        value = float(tensor[band - 1])
+        need = 'a positive number' if name == 'std' else 'a finite number'
+        msg = (
+            f'{name} of band {band} is {value:g}: normalisation needs {need} per '
+            'band, (x - mean) / std: give the statistics of each band of the '
+            'training images'
+        )
+        if name == 'std' and value == 0:
+            msg += ' (a constant band has no spread: drop it, or use std 1)'
+        raise ValueError(msg)
+    return tensor
 
 
 def _check_statistics(owner: str, mean: Tensor, std: Tensor, bands: int) -> None:
@@ -176,8 +207,8 @@ class ChangeAugmentation(nn.Module):
             photometric: Per-date photometric jitter; None for none.
         """
         super().__init__()
-        self.mean = _statistics(mean)
-        self.std = _statistics(std)
+        self.mean = _statistics(mean, 'mean')
+        self.std = _statistics(std, 'std')
         self.geometric = geometric
         self.photometric = photometric
         self.normalize = K.Normalize(mean=self.mean, std=self.std, keepdim=True)

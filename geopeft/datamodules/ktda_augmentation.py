@@ -143,8 +143,8 @@ class KTDAAugmentation(nn.Module):
             ignore_index: Mask value of padded pixels.
         """
         super().__init__()
-        self.mean = _statistics(mean)
-        self.std = _statistics(std)
+        self.mean = _statistics(mean, 'mean')
+        self.std = _statistics(std, 'std')
         self.patch_size = None if patch_size is None else _pair(patch_size)
         self.geometric = geometric
         self.photometric = photometric

@@ -89,7 +89,7 @@ class SegmentationAugmentation(nn.Module):
                 *transforms, data_keys=None, keepdim=True
             )
         self.normalize = K.Normalize(
-            mean=_statistics(mean), std=_statistics(std), keepdim=True
+            mean=_statistics(mean, 'mean'), std=_statistics(std, 'std'), keepdim=True
         )
 
     def forward(self, batch: Sample) -> Sample:
@@ -174,8 +174,8 @@ class _RasterDataModule(GeoDataModule):
         self.block_aligned = block_aligned
         self.resampling = resampling
         self.augment = augment
-        self.mean = _statistics(0.0 if mean is None else mean)
-        self.std = _statistics(1.0 if std is None else std)
+        self.mean = _statistics(0.0 if mean is None else mean, 'mean')
+        self.std = _statistics(1.0 if std is None else std, 'std')
         self.dataset: _LabelledRasters | None = None
         self.regions: dict[str, shapely.Geometry] = {}
 

@@ -4,7 +4,6 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import kornia.augmentation as K
-import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
@@ -13,6 +12,7 @@ from torchgeo.datasets import UCMerced
 from torchgeo.datasets.utils import Path, Sample
 
 from ..datasets import AID, SceneFolder
+from .change_augmentation import _statistics
 from .folds import check_folds, train_test_indices
 from .splits import PROTOCOLS, SplitProtocol, stratified_split
 
@@ -128,8 +128,8 @@ class SceneClassificationDataModule(NonGeoDataModule):
         self.val_fraction = val_fraction
         self.seed = seed
         self.image_size = image_size
-        self.mean = torch.tensor(mean, dtype=torch.float32)
-        self.std = torch.tensor(std, dtype=torch.float32)
+        self.mean = _statistics(mean, 'mean')
+        self.std = _statistics(std, 'std')
 
         self.full_dataset: Dataset[Sample] | None = None
         self.targets: list[int] = []

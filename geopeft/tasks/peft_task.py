@@ -28,7 +28,9 @@ class PEFTTaskMixin(LightningModule):
     * checkpoints name their task class, and a checkpoint whose tensors have other
       shapes (e.g. another number of classes) fails with the fix;
     * masks with values outside the classes fail with a clear message, not a
-      device-side assert.
+      device-side assert;
+    * a non-finite training loss stops training with the step and the likely
+      cause, before the weights become NaN.
 
     Subclasses set ``self.adapter`` before TorchGeo's ``__init__`` and call
     :meth:`load_adapter_file` at the end of ``configure_models``.
@@ -221,6 +223,40 @@ class PEFTTaskMixin(LightningModule):
         """
         keep_frozen_batchnorm_eval(self)
         self.check_mask(batch)
+        self._batch = (batch, batch_idx)
+
+    def on_before_backward(self, loss: Tensor) -> None:
+        """Stop at the first non-finite training loss, naming the likely cause.
+
+        Raises:
+            FloatingPointError: With the step, the loss and what to change, before
+                NaN gradients reach the weights (so no checkpoint holds them).
+        """
+        if bool(torch.isfinite(loss.detach()).all()):
+            return
+        batch, batch_idx = getattr(self, '_batch', (None, -1))
+        image = batch.get('image') if isinstance(batch, dict) else None
+        if isinstance(image, Tensor) and not bool(torch.isfinite(image).all()):
+            cause = (
+                'the input images of this batch hold NaN or infinite values '
+                '(unmasked nodata, or a std of 0 in the normalisation): set the '
+                "rasters' nodata, or fill those pixels"
+            )
+        else:
+            rates = f'lr={self.hparams.get("lr")}'
+            if self.hparams.get('peft_lr') is not None:
+                rates += f', peft_lr={self.hparams["peft_lr"]}'
+            cause = (
+                f'the inputs are finite, so the optimisation diverged: lower the '
+                f'learning rate ({rates}), train in 32-bit precision, or clip '
+                'gradients (trainer.gradient_clip_val: 1.0)'
+            )
+        msg = (
+            f'the training loss is {float(loss.detach().float().mean())} at step '
+            f'{self.global_step} (epoch {self.current_epoch}, batch {batch_idx}): '
+            f'{cause}. Training stopped before the weights became NaN.'
+        )
+        raise FloatingPointError(msg)
 
     def on_validation_batch_start(
         self, batch: Any, batch_idx: int, dataloader_idx: int = 0

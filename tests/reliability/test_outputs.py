@@ -64,8 +64,8 @@ def test_a_lock_of_a_killed_process_is_taken_over(tmp_path: Path) -> None:
             sys.executable,
             '-c',
             'import sys, time; from geopeft.predict.lock import OutputLock; '
-            'lock = OutputLock(sys.argv[1]); lock.acquire(); print("locked", flush=True); '
-            'time.sleep(60)',
+            'lock = OutputLock(sys.argv[1]); lock.acquire(); '
+            'print("locked", flush=True); time.sleep(60)',
             str(out),
         ],
         stdout=subprocess.PIPE,
