@@ -1,5 +1,6 @@
 """What every geopeft task adds to its TorchGeo parent."""
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -30,13 +31,42 @@ class PEFTTaskMixin(LightningModule):
     * masks with values outside the classes fail with a clear message, not a
       device-side assert;
     * a non-finite training loss stops training with the step and the likely
-      cause, before the weights become NaN.
+      cause, before the weights become NaN;
+    * labels whose only foreground equals ``ignore_index`` (0/255 masks with
+      ``ignore_index: 255``) raise a loud warning early in training.
 
     Subclasses set ``self.adapter`` before TorchGeo's ``__init__`` and call
     :meth:`load_adapter_file` at the end of ``configure_models``.
     """
 
     adapter: str | None = None
+    #: Training batches after which the tally is looked at (or the first epoch).
+    IGNORE_CHECK_BATCHES = 50
+
+    def warn_if_foreground_is_ignored(self) -> None:
+        """Warn loudly when the labels' foreground looks like ``ignore_index``.
+
+        A 0/255 label raster with ``ignore_index: 255`` trains on background only:
+        every training pixel is class 0 or ignored. Looked at once, after
+        :attr:`IGNORE_CHECK_BATCHES` training batches or the first epoch.
+        """
+        tally = getattr(self, '_ignore_tally', None)
+        if tally is None or tally[2] == 0:
+            return
+        self._ignore_tally = None
+        positives, ignored, batches = tally
+        if positives == 0 and ignored > 0:
+            ignore = self.hparams['ignore_index']
+            warnings.warn(
+                f'no pixel of the first {batches} training batches is of a class '
+                f'other than 0, but {ignored} pixels equal ignore_index={ignore}: the '
+                f'labels look like 0/{ignore} masks whose foreground is ignored, so '
+                f'the model learns background only. Map {ignore} to 1 (binary '
+                'masks are 0/1), or set ignore_index to a value the labels do not '
+                'use.',
+                UserWarning,
+                stacklevel=2,
+            )
 
     @property
     def peft_config(self) -> PEFTConfig:
@@ -198,6 +228,11 @@ class PEFTTaskMixin(LightningModule):
         )
         valid = (mask >= 0) & (mask < count)
         if ignore is not None:
+            tally = getattr(self, '_ignore_tally', None) if self.training else None
+            if tally is not None:
+                tally[0] += int(((mask > 0) & (mask < count) & (mask != ignore)).sum())
+                tally[1] += int((mask == ignore).sum())
+                tally[2] += 1
             valid |= mask == ignore
         if bool(valid.all()):
             return
@@ -222,8 +257,20 @@ class PEFTTaskMixin(LightningModule):
         back into eval mode before every training step.
         """
         keep_frozen_batchnorm_eval(self)
+        if not hasattr(self, '_ignore_tally'):
+            # Training pixels of a class other than 0, pixels at ignore_index and
+            # batches, until warn_if_foreground_is_ignored has looked (then None).
+            self._ignore_tally: list[int] | None = [0, 0, 0]
         self.check_mask(batch)
         self._batch = (batch, batch_idx)
+        tally = self._ignore_tally
+        if tally is not None and tally[2] >= self.IGNORE_CHECK_BATCHES:
+            self.warn_if_foreground_is_ignored()
+
+    def on_train_epoch_end(self) -> None:
+        """Look at the ignore-index tally of the first epoch."""
+        self.warn_if_foreground_is_ignored()
+        super().on_train_epoch_end()
 
     def on_before_backward(self, loss: Tensor) -> None:
         """Stop at the first non-finite training loss, naming the likely cause.

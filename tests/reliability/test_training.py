@@ -1,5 +1,6 @@
 """Faults in training: degenerate normalisation and non-finite losses."""
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -59,15 +60,22 @@ def test_predict_raster_refuses_a_zero_std(
     assert not out.exists()
 
 
-def _tiny_task() -> PEFTSemanticSegmentation:
+def _tiny_task(**options: Any) -> PEFTSemanticSegmentation:
     return PEFTSemanticSegmentation(
         model='unet', backbone='resnet18', weights=None, peft='full', in_channels=1,
-        num_classes=2,
+        num_classes=2, **options,
     )  # fmt: skip
 
 
-def _fit(task: PEFTSemanticSegmentation, image: torch.Tensor, root: Path) -> None:
-    batch = {'image': image, 'mask': torch.zeros(2, 32, 32, dtype=torch.long)}
+def _fit(
+    task: PEFTSemanticSegmentation,
+    image: torch.Tensor,
+    root: Path,
+    mask: torch.Tensor | None = None,
+) -> None:
+    if mask is None:
+        mask = torch.zeros(2, 32, 32, dtype=torch.long)
+    batch = {'image': image, 'mask': mask}
     trainer = Trainer(
         accelerator='cpu',
         max_steps=3,
@@ -113,3 +121,26 @@ def test_a_diverging_loss_on_finite_inputs_names_the_learning_rate(
     monkeypatch.setattr(task, 'criterion', Exploding(task.criterion))
     with pytest.raises(FloatingPointError, match=r'step 1 .*lr=0.001.*gradient_clip'):
         _fit(task, torch.rand(2, 1, 32, 32), tmp_path)
+
+
+def test_a_foreground_that_equals_ignore_index_is_a_loud_warning(
+    tmp_path: Path,
+) -> None:
+    mask = torch.zeros(2, 32, 32, dtype=torch.long)
+    mask[:, 8:20, 8:20] = 255  # a 0/255 label raster read as is
+    with pytest.warns(UserWarning, match='look like 0/255 masks whose foreground'):
+        _fit(
+            _tiny_task(ignore_index=255, scheduler='cosine'),
+            torch.rand(2, 1, 32, 32),
+            tmp_path,
+            mask,
+        )
+    mask[:, 0, :] = 1  # real foreground next to the ignored pixels: no warning
+    with warnings.catch_warnings():
+        warnings.filterwarnings('error', message='.*whose foreground is ignored')
+        _fit(
+            _tiny_task(ignore_index=255, scheduler='cosine'),
+            torch.rand(2, 1, 32, 32),
+            tmp_path,
+            mask,
+        )
