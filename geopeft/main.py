@@ -14,12 +14,19 @@ sub-commands are geopeft's own tools:
 * ``geopeft seeds``: a split protocol over several seeds (mean +- std);
 * ``geopeft prepare``: datasets that need a preparation step (L8-Biome patches);
 * ``geopeft demo``: the offline end-to-end demonstration (the main job).
+
+An error geopeft (or TorchGeo) raises for a user's mistake (a config value, data,
+paths, bands, CRS, labels, a checkpoint) ends the command with one line naming the
+problem and the fix, and exit status 1; ``--debug`` (anywhere on the command line)
+or ``GEOPEFT_DEBUG=1`` shows the traceback instead. Unexpected exceptions always
+show theirs.
 """
 
 import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from lightning.pytorch.cli import ArgsType, LightningCLI
 from torchgeo.datamodules import BaseDataModule
@@ -80,6 +87,60 @@ def lightning_cli(args: ArgsType = None) -> LightningCLI:
     )
 
 
+#: Exceptions that are a user's mistake when geopeft or TorchGeo raises them.
+_USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    OSError,
+    FloatingPointError,
+    KeyError,
+)
+#: Packages whose own ``raise`` of a :data:`_USER_ERRORS` type is a user error.
+_OWN_PACKAGES = ('geopeft', 'torchgeo')
+
+
+def _package_dirs() -> list[Path]:
+    """The folders of :data:`_OWN_PACKAGES`."""
+    dirs = []
+    for name in _OWN_PACKAGES:
+        module = importlib.import_module(name)
+        if module.__file__:
+            dirs.append(Path(module.__file__).resolve().parent)
+    return dirs
+
+
+def _raised_by_us(err: BaseException) -> bool:
+    """Whether *err* is a user error raised by geopeft's or TorchGeo's code.
+
+    The innermost frame of the traceback must lie in one of
+    :data:`_OWN_PACKAGES`: a ``ValueError`` raised deep inside torch is a bug to
+    be shown with its traceback, one raised by geopeft's checks is a message.
+    """
+    if not isinstance(err, _USER_ERRORS):
+        from .predict.lock import OutputBusyError
+
+        if not isinstance(err, OutputBusyError):
+            return False
+    tb = err.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    path = Path(tb.tb_frame.f_code.co_filename).resolve()
+    return any(path.is_relative_to(folder) for folder in _package_dirs())
+
+
+def _one_line(command: str, err: BaseException) -> int:
+    """Print a user error as one line (and its notes) and return the status 1."""
+    message = str(err) if not isinstance(err, KeyError) else str(err.args[0])
+    notes = ''.join(f'\n{note}' for note in getattr(err, '__notes__', []))
+    print(
+        f'geopeft {command}: error: {message}{notes}\n(--debug or GEOPEFT_DEBUG=1 '
+        'shows the traceback)',
+        file=sys.stderr,
+    )
+    return 1
+
+
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of the ``geopeft`` command.
 
@@ -87,14 +148,27 @@ def main(args: Sequence[str] | None = None) -> int:
         args: Command-line arguments (``sys.argv[1:]`` when None).
 
     Returns:
-        Process exit status.
+        Process exit status: 0, 1 for a user error (one line on stderr), 2 for
+        usage errors (from the argument parsers).
     """
     argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] in _TOOLS:
-        return _tool(argv[0])(argv[1:])
-    # From the command line LightningCLI reads sys.argv itself (passing it too
-    # triggers Lightning's mixed-arguments warning).
-    lightning_cli(None if args is None else argv)
+    debug = '--debug' in argv or os.environ.get('GEOPEFT_DEBUG', '') not in ('', '0')
+    argv = [arg for arg in argv if arg != '--debug']
+    command = argv[0] if argv else ''
+    try:
+        if command in _TOOLS:
+            return _tool(command)(argv[1:])
+        if args is None:
+            # LightningCLI reads sys.argv itself (passing it too triggers its
+            # mixed-arguments warning): hand it the arguments without --debug.
+            sys.argv = [sys.argv[0], *argv]
+            lightning_cli(None)
+        else:
+            lightning_cli(argv)
+    except Exception as err:
+        if debug or not _raised_by_us(err):
+            raise
+        return _one_line(command, err)
     return 0
 
 

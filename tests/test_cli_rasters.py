@@ -6,6 +6,7 @@ checkpoint, as ``tests/test_cli_dense.py`` does for the other data modules.
 """
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -98,7 +99,9 @@ def test_change_fit_test(tmp_path: Path) -> None:
     assert 0 <= logged['test_ChangedF1'] <= 1
 
 
-def test_band_mismatch_with_the_task_is_named(tmp_path: Path) -> None:
+def test_band_mismatch_with_the_task_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     image = make_raster(tmp_path / 'image.tif', size=64, bands=4)
     mask = make_raster(
         tmp_path / 'mask.tif', size=64, values=np.zeros((64, 64), 'uint8')
@@ -108,17 +111,15 @@ def test_band_mismatch_with_the_task_is_named(tmp_path: Path) -> None:
         {'images': str(image), 'labels': str(mask), 'in_channels': 'null'},
         tmp_path / 'out',
     )
+    argv = ['fit', *args, '--data.init_args.mean', '[0.0]']
+    argv += ['--data.init_args.std', '[1.0]']
+    # One line on the terminal, exit status 1; --debug raises with the traceback.
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith('geopeft fit: error: ') and len(err) == 2, err
+    assert re.search(r"4 band.*task's in_channels", err[0])
     with pytest.raises(RasterInputError, match=r"4 band.*task's in_channels"):
-        main(
-            [
-                'fit',
-                *args,
-                '--data.init_args.mean',
-                '[0.0]',
-                '--data.init_args.std',
-                '[1.0]',
-            ]
-        )
+        main([*argv, '--debug'])
 
 
 def _ddp_data(task: str, root: Path) -> tuple[str, dict[str, str]]:
