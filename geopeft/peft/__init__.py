@@ -12,7 +12,13 @@ from .config import METHODS, PEFTConfig
 from .eqam import EQAM
 from .qlinear import QLinear, lloyd_max_levels, pack_codes, unpack_codes
 from .report import ParameterReport, parameter_report
-from .state import adapter_nbytes, adapter_state_dict, load_adapter, save_adapter
+from .state import (
+    adapter_nbytes,
+    adapter_state_dict,
+    load_adapter,
+    save_adapter,
+    weights_fingerprint,
+)
 
 __all__ = (
     'CAPM',
@@ -28,6 +34,7 @@ __all__ = (
     'keep_frozen_batchnorm_eval',
     'lloyd_max_levels',
     'load_adapter',
+    'weights_fingerprint',
     'pack_codes',
     'parameter_report',
     'save_adapter',

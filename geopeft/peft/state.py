@@ -17,7 +17,7 @@ from typing import Any
 
 import safetensors.torch
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 
 from ..io import atomic_write_bytes
@@ -110,6 +110,52 @@ def fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+#: Values of each frozen tensor that enter :func:`weights_fingerprint`.
+FINGERPRINT_SAMPLES = 4096
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """Hash the frozen weights of a model: what an adapter file does not carry.
+
+    Every parameter and persistent buffer outside the adapter state (the frozen
+    pretrained weights, and frozen batch-norm statistics) enters by name, shape
+    and up to :data:`FINGERPRINT_SAMPLES` evenly spaced values rounded to
+    bfloat16, so the same weights in float32, float16 or bfloat16 hash alike and
+    the hash costs milliseconds even for large backbones. An adapter trained on
+    one set of pretrained weights and loaded onto another gives other outputs;
+    :func:`load_adapter` compares this hash to find that out.
+
+    Args:
+        model: The whole model.
+
+    Returns:
+        A SHA-256 hex digest (16 characters).
+    """
+    tensors, qlinears = _sources(model)
+    carried = {id(tensor) for tensor in tensors.values()}
+    carried |= {id(layer.weight) for layer in qlinears.values()}
+    entries: dict[str, Tensor] = {}
+    for name, parameter in model.named_parameters():
+        if id(parameter) not in carried:
+            entries[name] = parameter
+    for name, module in model.named_modules():
+        for key, buffer in module.named_buffers(recurse=False):
+            if key in module._non_persistent_buffers_set or id(buffer) in carried:
+                continue
+            if buffer.is_floating_point():
+                entries[_prefix(name) + key] = buffer
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name in sorted(entries):
+            tensor = entries[name].detach()
+            flat = tensor.reshape(-1)
+            step = max(1, flat.numel() // FINGERPRINT_SAMPLES)
+            sample = flat[::step][:FINGERPRINT_SAMPLES].to(torch.bfloat16).float()
+            digest.update(f'{name}:{list(tensor.shape)}\n'.encode())
+            digest.update(sample.cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def _backbones(model: nn.Module) -> dict[str, dict[str, Any]]:
     """Describe the PEFT backbones inside a model (set by ``apply_peft``)."""
     return {
@@ -152,6 +198,7 @@ def _serialize(model: nn.Module, metadata: Mapping[str, Any] | None) -> bytes:
     engine = {
         'format_version': FORMAT_VERSION,
         'fingerprint': fingerprint(model),
+        'weights_fingerprint': weights_fingerprint(model),
         'backbones': _backbones(model),
         'qlinear': {
             name: {'bits': layer.bits, 'shape': [layer.out_features, layer.in_features]}
@@ -246,16 +293,25 @@ def _expected_shapes(
     return shapes
 
 
-def load_adapter(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, Any]:
+def load_adapter(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    other_weights: bool = False,
+) -> dict[str, Any]:
     """Load an adapter file into a model built like the one that saved it.
 
     The model must be the same pretrained backbone with the same PEFT config and
     head. Quantized Q-Linear layers switch to stored-codes mode; the outputs are
-    then bit-identical to those of the saved model.
+    then bit-identical to those of the saved model. The frozen weights must be
+    those the adapter was trained on (:func:`weights_fingerprint`, recorded in
+    files written since it was added).
 
     Args:
         model: The whole model (modified in place).
         path: A file written by :func:`save_adapter`.
+        other_weights: Load it even onto other frozen weights (the outputs then
+            differ from the saved model's).
 
     Returns:
         The user metadata, plus the adapter format's own under ``geopeft``.
@@ -263,19 +319,27 @@ def load_adapter(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, An
     Raises:
         FileNotFoundError: If *path* does not exist.
         ValueError: If the file is not an adapter file, or does not fit the model
-            (different backbone or PEFT config, head size, missing keys).
+            (different backbone or PEFT config, head size, missing keys, other
+            frozen weights).
     """
     path = Path(path)
     if not path.is_file():
         msg = f'adapter file not found: {path}'
         raise FileNotFoundError(msg)
-    with safe_open(path, framework='pt', device='cpu') as file:
-        header = file.metadata() or {}
-        if 'geopeft' not in header:
-            msg = f'{path} is not a geopeft adapter file (no "geopeft" metadata)'
-            raise ValueError(msg)
-        state = {key: file.get_tensor(key) for key in file.keys()}
-    engine = json.loads(header['geopeft'])
+    try:
+        with safe_open(path, framework='pt', device='cpu') as file:
+            header = file.metadata() or {}
+            if 'geopeft' not in header:
+                msg = f'{path} is not a geopeft adapter file (no "geopeft" metadata)'
+                raise ValueError(msg)
+            state = {key: file.get_tensor(key) for key in file.keys()}
+        engine = json.loads(header['geopeft'])
+    except (SafetensorError, OSError, json.JSONDecodeError) as error:
+        msg = (
+            f'{path} is not a readable adapter file ({error}): it may be truncated '
+            'or not a safetensors file; export it again with geopeft export-adapter'
+        )
+        raise ValueError(msg) from error
     if engine.get('format_version', 0) > FORMAT_VERSION:
         msg = (
             f'{path} has adapter format version {engine["format_version"]}; this '
@@ -316,6 +380,18 @@ def load_adapter(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, An
     if errors:
         msg = f'{context}; it does not fit: ' + '; '.join(errors)
         raise ValueError(msg)
+    recorded = engine.get('weights_fingerprint')
+    if recorded is not None and not other_weights:
+        current = weights_fingerprint(model)
+        if recorded != current:
+            msg = (
+                f'{path} was trained on other frozen weights (fingerprint '
+                f'{recorded}) than this model holds ({current}): the same '
+                f'{saved_from} with other pretrained weights gives other outputs. '
+                'Build the model with the weights the adapter was trained on, or '
+                'call load_adapter(model, path, other_weights=True) to load it anyway.'
+            )
+            raise ValueError(msg)
 
     with torch.no_grad():
         for key, target in tensors.items():
