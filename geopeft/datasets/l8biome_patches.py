@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import os
-import shutil
 from collections.abc import Callable, Mapping
 from fractions import Fraction
 from pathlib import Path as PathLibPath
@@ -432,19 +431,108 @@ def _scene_record(
     return record
 
 
+#: What :func:`prepare_l8biome_patches` writes at the top of its output root.
+_OWN_ENTRIES = ('images', 'masks', 'scenes', SPLITS_FILE)
+
+
+def _recorded_patches(output_root: PathLibPath) -> dict[str, list[str]]:
+    """Patch names per scene, from the scene records an earlier run wrote."""
+    recorded: dict[str, list[str]] = {}
+    for path in sorted((output_root / 'scenes').glob('*.json')):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get('format') == _FORMAT:
+            recorded[path.stem] = list(record.get('patches', []))
+    return recorded
+
+
+def _patch_files(output_root: PathLibPath, name: str) -> tuple[PathLibPath, ...]:
+    """The two files of one patch."""
+    return output_root / 'images' / f'{name}.tif', output_root / 'masks' / f'{name}.png'
+
+
+def _orphans(output_root: PathLibPath, scene_ids: set[str]) -> set[str]:
+    """Patches of *scene_ids* on disk that no record lists (an interrupted scene).
+
+    Only names of the form ``<scene>_<row>_<col>`` of a scene being prepared
+    count: the names this function writes, never a user's other files.
+    """
+    names = set()
+    for folder, suffix in (('images', '.tif'), ('masks', '.png')):
+        for path in (output_root / folder).glob(f'*{suffix}'):
+            parts = path.stem.rsplit('_', 2)
+            if (
+                len(parts) == 3
+                and parts[0] in scene_ids
+                and all(len(part) >= 3 and part.isdigit() for part in parts[1:])
+            ):
+                names.add(path.stem)
+    return names
+
+
 def _remove_prepared(output_root: PathLibPath) -> None:
-    """Remove what prepare_l8biome_patches writes (and nothing else)."""
+    """Remove what an earlier run wrote, as its records list it, and nothing else.
+
+    The folders go only when they are left empty.
+    """
+    recorded = _recorded_patches(output_root)
+    for scene_id, names in recorded.items():
+        for name in [*names, *_orphans(output_root, {scene_id})]:
+            for path in _patch_files(output_root, name):
+                path.unlink(missing_ok=True)
+        (output_root / 'scenes' / f'{scene_id}.json').unlink(missing_ok=True)
     (output_root / SPLITS_FILE).unlink(missing_ok=True)
     for folder in ('scenes', 'images', 'masks'):
-        shutil.rmtree(output_root / folder, ignore_errors=True)
+        try:
+            (output_root / folder).rmdir()
+        except OSError:  # missing, or holds files this function did not write
+            pass
 
 
-def _remove_stale_patches(output_root: PathLibPath, names: set[str]) -> None:
-    """Delete patch files left by an interrupted run with other settings."""
-    for folder in ('images', 'masks'):
-        for path in (output_root / folder).glob('*'):
-            if path.stem not in names and not path.name.startswith('.'):
-                path.unlink()
+def _remove_stale_patches(
+    output_root: PathLibPath,
+    names: set[str],
+    previous: set[str],
+    scene_ids: set[str],
+) -> None:
+    """Delete patch files of earlier runs with other settings.
+
+    Args:
+        output_root: The output root.
+        names: The patches of this run.
+        previous: The patches the records listed before this run.
+        scene_ids: The scenes of this run (their unlisted patches are orphans of
+            an interrupted run).
+    """
+    for name in (previous | _orphans(output_root, scene_ids)) - names:
+        for path in _patch_files(output_root, name):
+            path.unlink(missing_ok=True)
+
+
+def _check_foreign(output_root: PathLibPath, overwrite: bool) -> None:
+    """Refuse an output root that holds files this function did not write.
+
+    Raises:
+        FileExistsError: Naming some of them, unless *overwrite* (then they are
+            left alone).
+    """
+    if not output_root.is_dir() or overwrite:
+        return
+    foreign = sorted(
+        path.name
+        for path in output_root.iterdir()
+        if path.name not in _OWN_ENTRIES and not path.name.startswith('.')
+    )
+    if foreign:
+        shown = ', '.join(foreign[:5]) + (' ...' if len(foreign) > 5 else '')
+        msg = (
+            f'{output_root} holds files geopeft did not write ({shown}): choose a '
+            'new or empty output folder, or pass --overwrite (overwrite=True) to '
+            'write beside them (they are left untouched)'
+        )
+        raise FileExistsError(msg)
 
 
 def _check_prepared(
@@ -530,7 +618,9 @@ def prepare_l8biome_patches(
         seed: Seed of the split.
         split_counts: Counts or fractions per split for
             :func:`l8biome_split_counts`; None for the reference's counts.
-        overwrite: Delete an earlier preparation in *output_root* and start over.
+        overwrite: Delete an earlier preparation in *output_root* (the files its
+            records list, nothing else) and start over; also write into a folder
+            that holds other files (left untouched).
         progress: Show a progress bar over the scenes.
 
     Returns:
@@ -539,6 +629,8 @@ def prepare_l8biome_patches(
     Raises:
         ValueError: If *patch_size* is not positive, or *output_root* was prepared
             with other settings or scenes and *overwrite* is False.
+        FileExistsError: If *output_root* holds files this function did not
+            write and *overwrite* is False.
         L8BiomePatchesNotFoundError: If *l8biome_root* holds no scene.
     """
     if patch_size < 1:
@@ -546,6 +638,7 @@ def prepare_l8biome_patches(
         raise ValueError(msg)
     output_root = PathLibPath(output_root)
     splits_path = output_root / SPLITS_FILE
+    _check_foreign(output_root, overwrite)
     if overwrite:
         _remove_prepared(output_root)
     elif splits_path.is_file():
@@ -561,6 +654,9 @@ def prepare_l8biome_patches(
         return {split: len(names) for split, names in prepared['splits'].items()}
 
     scenes = find_l8biome_scenes(l8biome_root)
+    previous = {
+        name for names in _recorded_patches(output_root).values() for name in names
+    }
     records = []
     for scene_id, image, mask in tqdm(
         scenes, desc='L8 Biome scenes', unit='scene', disable=not progress
@@ -571,7 +667,9 @@ def prepare_l8biome_patches(
         records.append(record)
 
     names = sorted(name for record in records for name in record['patches'])
-    _remove_stale_patches(output_root, set(names))
+    _remove_stale_patches(
+        output_root, set(names), previous, {scene_id for scene_id, _, _ in scenes}
+    )
     counts = l8biome_split_counts(len(names), split_counts)
     requested = L8BIOME_SPLIT_COUNTS if split_counts is None else split_counts
     if sum(requested.values()) != len(names):

@@ -279,6 +279,42 @@ class TestPrepare:
         assert len(list((output / 'images').iterdir())) == 2
         assert len(list((output / 'masks').iterdir())) == 2
 
+    def test_files_it_did_not_write_are_never_deleted(
+        self, l8_root: Path, tmp_path: Path
+    ) -> None:
+        output = tmp_path / 'patches'
+        output.mkdir()
+        notes = output / 'notes.txt'
+        notes.write_text('mine')
+        # A folder holding other files is refused, and nothing is written.
+        with pytest.raises(FileExistsError, match=r'notes.txt.*--overwrite'):
+            prepare_l8biome_patches(l8_root, output, patch_size=PATCH, progress=False)
+        assert sorted(p.name for p in output.iterdir()) == ['notes.txt']
+        # Told to, it writes beside them; user files inside its folders survive
+        # a rerun with other settings and --overwrite, which clears only its own.
+        prepare_l8biome_patches(
+            l8_root, output, patch_size=PATCH, overwrite=True, progress=False
+        )
+        keep = [output / 'images' / 'my_map.tif', output / 'masks' / 'README']
+        for path in keep:
+            path.write_text('mine')
+        prepare_l8biome_patches(
+            l8_root, output, patch_size=64, overwrite=True, progress=False
+        )
+        assert notes.read_text() == 'mine'
+        assert all(path.read_text() == 'mine' for path in keep)
+        assert len(list((output / 'images').glob('LC8*.tif'))) == 2
+        # Resumed with other settings after an interruption: the stale patches go,
+        # the user's files in its folders stay.
+        notes.unlink()
+        (output / 'splits.json').unlink()
+        counts = prepare_l8biome_patches(
+            l8_root, output, patch_size=PATCH, progress=False
+        )
+        assert len(list((output / 'images').glob('LC8*.tif'))) == sum(counts.values())
+        assert sum(counts.values()) > 2
+        assert all(path.read_text() == 'mine' for path in keep)
+
     def test_scene_errors(self, tmp_path: Path) -> None:
         with pytest.raises(L8BiomePatchesNotFoundError, match='download=True'):
             prepare_l8biome_patches(tmp_path, tmp_path / 'out', progress=False)
