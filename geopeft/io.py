@@ -78,3 +78,33 @@ def save_figure(figure: Any, path: str | os.PathLike[str], dpi: int = 110) -> Pa
     with atomic_output(path) as temporary:
         figure.savefig(temporary, format='png', dpi=dpi, bbox_inches='tight')
     return path
+
+
+def unreadable_checkpoint(path: str | os.PathLike[str], error: Exception) -> ValueError:
+    """The error for a checkpoint ``torch.load`` could not read, with its cause.
+
+    Args:
+        path: The checkpoint.
+        error: What ``torch.load`` raised.
+
+    Returns:
+        A ``ValueError`` naming the file, what is wrong with it and the fix.
+    """
+    import zipfile
+
+    path = Path(path)
+    size = path.stat().st_size if path.is_file() else 0
+    if size == 0:
+        cause = 'the file is empty'
+    elif not zipfile.is_zipfile(path):
+        cause = (
+            f'{size:,} bytes that are not a complete torch.save archive: truncated '
+            '(a copy or a save that was interrupted) or another kind of file'
+        )
+    else:
+        detail = str(error).splitlines()[0] if str(error) else 'no detail'
+        cause = f'{type(error).__name__}: {detail}'
+    return ValueError(
+        f'{path} is not a readable checkpoint ({cause}); use another checkpoint of '
+        'the run (e.g. last.ckpt) or save it again'
+    )

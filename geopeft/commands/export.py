@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from ..io import unreadable_checkpoint
 from ..peft import save_adapter
 from ..tasks import PEFTChangeDetection, PEFTClassification, PEFTSemanticSegmentation
 from ..tasks.peft_task import TASK_KEY
@@ -68,8 +69,11 @@ def export_adapter(checkpoint: Path, output: Path) -> int:
     if not checkpoint.is_file():
         msg = f'checkpoint not found: {checkpoint}'
         raise FileNotFoundError(msg)
-    raw = torch.load(checkpoint, map_location='cpu', weights_only=True)
-    if 'peft' not in raw.get('hyper_parameters', {}):
+    try:
+        raw = torch.load(checkpoint, map_location='cpu', weights_only=True, mmap=True)
+    except Exception as err:  # any parse failure means the same thing to a user
+        raise unreadable_checkpoint(checkpoint, err) from err
+    if not isinstance(raw, dict) or 'peft' not in raw.get('hyper_parameters', {}):
         msg = (
             f'{checkpoint} is not a checkpoint of a geopeft task (no "peft" '
             'hyper-parameter); export adapters from checkpoints written by '

@@ -24,6 +24,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 from torchgeo.tasks import ChangeDetection, SemanticSegmentation
 
+from ..io import unreadable_checkpoint
 from ..predict import predict_raster
 from ..predict.sources import fingerprint
 from ..predict.writer import COMPRESSIONS
@@ -81,9 +82,8 @@ def load_task(checkpoint: Path) -> LightningModule:
         raise FileNotFoundError(msg)
     try:
         raw = torch.load(checkpoint, map_location='cpu', weights_only=True, mmap=True)
-    except Exception as err:
-        msg = f'{checkpoint} is not a readable checkpoint ({err})'
-        raise ValueError(msg) from err
+    except Exception as err:  # any parse failure means the same thing to a user
+        raise unreadable_checkpoint(checkpoint, err) from err
     if not isinstance(raw, dict) or 'hyper_parameters' not in raw:
         msg = (
             f'{checkpoint} is not a Lightning checkpoint of a geopeft task (no '
