@@ -201,6 +201,55 @@ def run_method(
     }
 
 
+def check_inputs(args: argparse.Namespace) -> None:
+    """Check ``--data-root`` and ``--scene`` before minutes of training.
+
+    Raises:
+        FileNotFoundError: For a data root or scene that does not exist.
+        ValueError: For a data root without class folders, or a scene that is
+            not a readable raster with the ``--scene-bands``.
+    """
+    root = args.data_root
+    if root is not None:
+        root = Path(root)
+        if not root.is_dir():
+            msg = (
+                f'--data-root {root} does not exist: give a folder with one '
+                'sub-folder of images per class, or leave it out for the '
+                'generated scenes'
+            )
+            raise FileNotFoundError(msg)
+        classes = [
+            p for p in root.iterdir() if p.is_dir() and not p.name.startswith('.')
+        ]
+        if len(classes) < 2:
+            msg = (
+                f'--data-root {root} holds {len(classes)} class folder(s): a '
+                'folder-per-class dataset needs one sub-folder of images per class '
+                '(at least 2)'
+            )
+            raise ValueError(msg)
+    if args.scene is None or args.no_scene:
+        return
+    scene = Path(args.scene)
+    if not scene.is_file():
+        msg = f'--scene {scene} does not exist: give an 8-bit GeoTIFF, or --no-scene'
+        raise FileNotFoundError(msg)
+    try:
+        with rasterio.open(scene) as dataset:
+            count = dataset.count
+    except rasterio.errors.RasterioError as error:
+        msg = f'--scene {scene} is not a readable raster ({error})'
+        raise ValueError(msg) from error
+    bands = list(args.scene_bands or (1, 2, 3))
+    if max(bands) > count or min(bands) < 1:
+        msg = (
+            f'--scene {scene} has {count} band(s), but --scene-bands asks for '
+            f'{bands} (1-based): pick 3 bands in 1..{count}'
+        )
+        raise ValueError(msg)
+
+
 def main(argv: Sequence[str]) -> int:
     """Run the demonstration.
 
@@ -281,6 +330,7 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     if args.weights.lower() == 'none':
         args.weights = None
+    check_inputs(args)
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

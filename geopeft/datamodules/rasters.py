@@ -217,6 +217,23 @@ class _RasterDataModule(GeoDataModule):
                 )
                 raise RasterInputError(msg)
 
+    def _check_patch(self, dataset: _LabelledRasters) -> None:
+        """Refuse a patch larger than the rasters, before any split or sampler.
+
+        Raises:
+            ValueError: Naming both sizes and the largest patch that fits.
+        """
+        height, width = _pair(self.patch_size)
+        *_, cols, rows = dataset.grid.to_pixels(tuple(dataset.footprint.bounds))
+        cols, rows = int(round(cols)), int(round(rows))
+        if height > rows or width > cols:
+            msg = (
+                f'patch_size {height} x {width} px is larger than the rasters '
+                f'({rows} x {cols} px on the grid): lower patch_size to at most '
+                f'{min(rows, cols)} px'
+            )
+            raise ValueError(msg)
+
     def _split(self, dataset: _LabelledRasters) -> dict[str, shapely.Geometry]:
         """The regions of the splits."""
         if self.split_regions is not None:
@@ -258,6 +275,7 @@ class _RasterDataModule(GeoDataModule):
         if self.dataset is None:
             dataset = self._build_dataset()
             self._check_bands(dataset)
+            self._check_patch(dataset)
             self.regions = self._split(dataset)
             self.dataset = dataset
         dataset = self.dataset

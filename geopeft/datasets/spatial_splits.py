@@ -90,7 +90,8 @@ def block_split_regions(
     if len(blocks) < len(wanted):
         msg = (
             f'the area holds {len(blocks)} block(s) of {block_size} px, too few for '
-            f'the splits {wanted}: lower the split block size'
+            f'the splits {wanted}: lower split_block_size (by default 4 x the '
+            'patch size), or give split_regions'
         )
         raise ValueError(msg)
     order = np.random.default_rng(seed).permutation(len(blocks))

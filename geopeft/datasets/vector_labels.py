@@ -62,7 +62,8 @@ def read_vector(
 
     Raises:
         DataNotFoundError: If the file does not exist.
-        RasterInputError: If it cannot be read, has no CRS, or lacks *column*.
+        RasterInputError: If it cannot be read, has no features, has no CRS, or
+            lacks *column*.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -73,6 +74,13 @@ def read_vector(
     except Exception as error:  # pyogrio raises several unrelated types
         msg = f'{what}: cannot read {path} as a vector file: {error}'
         raise RasterInputError(msg) from error
+    frame = frame[~(frame.geometry.is_empty | frame.geometry.isna())]
+    if len(frame) == 0:
+        msg = (
+            f'{what}: {path} has no features (no polygon with a geometry): give '
+            'a file that holds the polygons'
+        )
+        raise RasterInputError(msg)
     if column is not None and column not in frame.columns:
         found = [c for c in frame.columns if c != frame.geometry.name]
         msg = (
@@ -89,7 +97,6 @@ def read_vector(
     if frame.crs is None:
         msg = f'{what}: {path} has no CRS; set one (e.g. in QGIS or with ogr2ogr)'
         raise RasterInputError(msg)
-    frame = frame[~(frame.geometry.is_empty | frame.geometry.isna())]
     return frame.to_crs(crs.to_wkt())
 
 

@@ -31,6 +31,7 @@ import os
 import queue
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -396,6 +397,13 @@ def predict_raster(
                 in_channels=in_channels,
             )
         )
+        if scene.grid.crs is None:
+            warnings.warn(
+                f'{paths[0]} has no CRS (a plain image, not a GeoTIFF?): the output '
+                f'{output} will have no georeference either, only pixel coordinates',
+                UserWarning,
+                stacklevel=2,
+            )
         if gdal_cache_mb is None:
             gdal_cache_mb = max(16, scene.cache_mb(chip_size))
         stack.enter_context(
