@@ -120,7 +120,7 @@ class _RasterDataModule(GeoDataModule):
     def __init__(
         self,
         *,
-        labels: Path | list[Path] | None,
+        labels: list[Path] | Path | None,
         crs: CRSLike | None,
         res: float | tuple[float, float] | None,
         bands: list[int] | None,
@@ -364,8 +364,8 @@ class RasterSegmentationDataModule(_RasterDataModule):
 
     def __init__(
         self,
-        images: Path | list[Path],
-        labels: Path | list[Path] | None = None,
+        images: list[Path] | Path,
+        labels: list[Path] | Path | None = None,
         *,
         crs: str | None = None,
         res: float | tuple[float, float] | None = None,
@@ -492,9 +492,9 @@ class RasterChangeDataModule(_RasterDataModule):
 
     def __init__(
         self,
-        images_a: Path | list[Path],
-        images_b: Path | list[Path],
-        labels: Path | list[Path] | None = None,
+        images_a: list[Path] | Path,
+        images_b: list[Path] | Path,
+        labels: list[Path] | Path | None = None,
         *,
         crs: str | None = None,
         res: float | tuple[float, float] | None = None,

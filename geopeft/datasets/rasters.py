@@ -207,7 +207,7 @@ def _inspect_all(paths: Path | Iterable[Path], what: str) -> list[RasterFile]:
 
 
 def _build_labels(
-    labels: Path | Sequence[Path],
+    labels: Sequence[Path] | Path,
     grid: TargetGrid,
     *,
     column: str | None,
@@ -344,7 +344,7 @@ class _LabelledRasters(_GridDataset):
     def __init__(
         self,
         dates: Sequence[tuple[str, Path | Sequence[Path]]],
-        labels: Path | Sequence[Path] | None,
+        labels: Sequence[Path] | Path | None,
         *,
         crs: CRSLike | None,
         res: float | tuple[float, float] | None,
@@ -454,8 +454,8 @@ class RasterSegmentationDataset(_LabelledRasters):
 
     def __init__(
         self,
-        images: Path | Sequence[Path],
-        labels: Path | Sequence[Path] | None = None,
+        images: Sequence[Path] | Path,
+        labels: Sequence[Path] | Path | None = None,
         *,
         crs: CRSLike | None = None,
         res: float | tuple[float, float] | None = None,
@@ -533,9 +533,9 @@ class RasterChangeDataset(_LabelledRasters):
 
     def __init__(
         self,
-        images_a: Path | Sequence[Path],
-        images_b: Path | Sequence[Path],
-        labels: Path | Sequence[Path] | None = None,
+        images_a: Sequence[Path] | Path,
+        images_b: Sequence[Path] | Path,
+        labels: Sequence[Path] | Path | None = None,
         *,
         crs: CRSLike | None = None,
         res: float | tuple[float, float] | None = None,
