@@ -524,6 +524,8 @@ class AccuracyRun:
         trainable: Trainable parameters.
         total: All parameters.
         fit_seconds: Wall time of the fit.
+        peft_lr: The rate the row's PEFT parameters trained at (geopeft rows;
+            None for anchors, KTDA rows and runs recorded before it was kept).
     """
 
     row: str
@@ -533,6 +535,7 @@ class AccuracyRun:
     trainable: int
     total: int
     fit_seconds: float
+    peft_lr: float | None = None
 
     @property
     def collapsed(self) -> bool:
@@ -1114,6 +1117,36 @@ class AccuracyResult:
         }
 
 
+def row_peft_lr(row: AccuracyRow, settings: AccuracySettings) -> float | None:
+    """The rate a geopeft row's PEFT parameters train at (None for other rows)."""
+    from ..tasks.optim import default_peft_lr
+
+    if row.is_anchor or row.ktda or row.peft is None:
+        return None
+    options = dict(row.task_options)
+    lr = float(options.get('lr', settings.lr))
+    resolved = default_peft_lr(row.peft.method, lr, options.get('peft_lr'))
+    return lr if resolved is None else float(resolved)
+
+
+def _still_valid(
+    run: AccuracyRun, row: AccuracyRow, settings: AccuracySettings
+) -> bool:
+    """Whether a recorded run trained the row as the current defaults would.
+
+    Runs recorded before ``peft_lr`` was kept trained their PEFT parameters at
+    ``peft_lr`` if set, else at ``lr`` (the default then).
+    """
+    expected = row_peft_lr(row, settings)
+    if expected is None:
+        return True
+    if run.peft_lr is not None:
+        return math.isclose(run.peft_lr, expected)
+    options = dict(row.task_options)
+    legacy = float(options.get('peft_lr', options.get('lr', settings.lr)))
+    return math.isclose(legacy, expected)
+
+
 def _read_done(path: Path, key: str) -> list[AccuracyRun]:
     """Read the runs of earlier invocations with the same settings."""
     if not path.is_file():
@@ -1175,7 +1208,12 @@ def run_accuracy(
     log = out / 'runs.jsonl'
     key = settings.key()
     result = AccuracyResult(settings, rows, data=problem.describe())
-    done = {(r.row, r.fold, r.seed): r for r in _read_done(log, key)} if resume else {}
+    by_name = {row.name: row for row in rows}
+    done = {
+        (r.row, r.fold, r.seed): r
+        for r in (_read_done(log, key) if resume else [])
+        if r.row not in by_name or _still_valid(r, by_name[r.row], settings)
+    }
     plan = [
         (fold, seed, row)
         for fold in range(settings.folds)
@@ -1196,6 +1234,7 @@ def run_accuracy(
             run_dir = out / 'runs' / f'{row.name.replace(":", "_")}-f{fold}-s{seed}'
             with quiet_lightning(), _no_grad_mode_leak():
                 run = fit_and_score(problem, row, fold, seed, run_dir)
+            run.peft_lr = row_peft_lr(row, settings)
             result.runs.append(run)
             with log.open('a') as handle:
                 handle.write(json.dumps({'key': key, **dataclasses.asdict(run)}) + '\n')

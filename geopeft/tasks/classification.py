@@ -79,7 +79,9 @@ class PEFTClassification(PEFTTaskMixin, Classification):
             scheduler: ``'plateau'`` or ``'cosine'`` (with *warmup_epochs*).
             warmup_epochs: Linear warm-up epochs for the cosine schedule.
             peft_lr: Learning rate of the trainable backbone parameters (the PEFT
-                modules, or every backbone weight under ``full``); None: ``lr``.
+                modules, or every backbone weight under ``full``); None: 10 x
+                ``lr`` for ``upetu``, ``eqam`` and ``capm`` (measured, see
+                ``docs/accuracy.md``), ``lr`` for the other methods.
             peft_weight_decay: Weight decay of those parameters (prompts, gates,
                 scales, biases and norms get none); None: ``weight_decay``.
             bands: Names of the *in_channels* input bands in channel order, e.g.

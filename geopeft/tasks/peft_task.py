@@ -11,7 +11,7 @@ from segmentation_models_pytorch.base import SegmentationModel
 from torch import Tensor
 
 from ..peft import PEFTConfig, keep_frozen_batchnorm_eval, load_adapter
-from .optim import build_optimizer, peft_parameter_groups
+from .optim import build_optimizer, default_peft_lr, peft_parameter_groups
 
 #: Checkpoint key that names the task class (read by ``geopeft export-adapter``).
 TASK_KEY = 'geopeft_task'
@@ -118,9 +118,12 @@ class PEFTTaskMixin(LightningModule):
         """Build AdamW over the trainable parameters and the chosen schedule.
 
         The head (decoder, head) trains at ``lr`` with ``weight_decay``; the PEFT
-        parameters at ``peft_lr`` with ``peft_weight_decay`` (both default to the
-        head's), prompts, gates, scales, biases and norms without decay (see
-        :func:`~geopeft.tasks.optim.peft_parameter_groups`).
+        parameters at ``peft_lr`` with ``peft_weight_decay``, prompts, gates,
+        scales, biases and norms without decay (see
+        :func:`~geopeft.tasks.optim.peft_parameter_groups`). Unset, ``peft_lr`` is
+        10 x ``lr`` for UPetu, EQAM and CAPM (new modules initialised near zero,
+        :func:`~geopeft.tasks.optim.default_peft_lr`) and ``lr`` otherwise;
+        ``peft_weight_decay`` is ``weight_decay``.
 
         Returns:
             Optimizer and learning-rate scheduler.
@@ -128,7 +131,11 @@ class PEFTTaskMixin(LightningModule):
         groups = peft_parameter_groups(
             self,
             weight_decay=self.hparams['weight_decay'],
-            peft_lr=self.hparams.get('peft_lr'),
+            peft_lr=default_peft_lr(
+                self.peft_config.method,
+                self.hparams['lr'],
+                self.hparams.get('peft_lr'),
+            ),
             peft_weight_decay=self.hparams.get('peft_weight_decay'),
         )
         return build_optimizer(

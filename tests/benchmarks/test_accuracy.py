@@ -478,3 +478,20 @@ def test_bad_requests_exit_2_with_one_line(
     assert bench_accuracy.main(argv) == 2
     error = capsys.readouterr().err.strip()
     assert message in error and len(error.splitlines()) == 1
+
+
+def test_runs_made_under_other_peft_lr_defaults_are_run_again() -> None:
+    settings = AccuracySettings(lr=1e-3)
+
+    def recorded(name: str, peft_lr: float | None = None) -> accuracy.AccuracyRun:
+        return accuracy.AccuracyRun(name, 0, 0, {'f1': 0.5}, 1, 1, 0.0, peft_lr)
+
+    # Recorded before the rate was kept: UPetu then trained its modules at lr.
+    assert not accuracy._still_valid(recorded('upetu'), parse_row('upetu'), settings)
+    for spec in ('linear', 'full', 'upetu:peft_lr=0.01', 'torchgeo-full'):
+        assert accuracy._still_valid(recorded(spec), parse_row(spec), settings)
+    assert accuracy.row_peft_lr(parse_row('upetu'), settings) == pytest.approx(0.01)
+    assert accuracy._still_valid(recorded('upetu', 0.01), parse_row('upetu'), settings)
+    assert not accuracy._still_valid(
+        recorded('upetu', 0.01), parse_row('upetu'), AccuracySettings(lr=1e-4)
+    )

@@ -82,6 +82,31 @@ def test_configure_optimizers_uses_peft_lr() -> None:
     assert task.hparams['peft_lr'] == 1e-2
 
 
+@pytest.mark.parametrize(
+    ('peft', 'peft_lr', 'expected'),
+    [
+        ('upetu', None, 2e-3),  # new modules near zero: 10 x lr by default
+        ('eqam', None, 2e-3),
+        ('capm', None, 2e-3),
+        ('upetu', 5e-4, 5e-4),  # an explicit rate wins
+        ('full', None, 2e-4),  # pretrained weights: the base rate
+        ('lora', None, 2e-4),
+        ('bitfit', None, 2e-4),
+    ],
+)
+def test_default_peft_lr_is_10x_for_the_upetu_family_only(
+    peft: str, peft_lr: float | None, expected: float
+) -> None:
+    task = PEFTClassification(
+        model='resnet18', num_classes=3, peft=peft, lr=2e-4, peft_lr=peft_lr,
+        scheduler='cosine',
+    )  # fmt: skip
+    optimizer = task.configure_optimizers()['optimizer']
+    rates = {group['name']: group['lr'] for group in optimizer.param_groups}
+    assert rates.pop('head') == 2e-4
+    assert rates and all(rate == pytest.approx(expected) for rate in rates.values())
+
+
 def _bn_task(adapt: bool) -> PEFTClassification:
     torch.manual_seed(0)
     return PEFTClassification(
