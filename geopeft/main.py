@@ -108,6 +108,16 @@ def _package_dirs() -> list[Path]:
     return dirs
 
 
+def _innermost_file(err: BaseException) -> Path | None:
+    """The file of the innermost frame of *err*'s traceback."""
+    tb = err.__traceback__
+    if tb is None:
+        return None
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return Path(tb.tb_frame.f_code.co_filename).resolve()
+
+
 def _raised_by_us(err: BaseException) -> bool:
     """Whether *err* is a user error raised by geopeft's or TorchGeo's code.
 
@@ -120,13 +130,32 @@ def _raised_by_us(err: BaseException) -> bool:
 
         if not isinstance(err, OutputBusyError):
             return False
-    tb = err.__traceback__
-    if tb is None:
-        return False
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    path = Path(tb.tb_frame.f_code.co_filename).resolve()
-    return any(path.is_relative_to(folder) for folder in _package_dirs())
+    path = _innermost_file(err)
+    return path is not None and any(
+        path.is_relative_to(folder) for folder in _package_dirs()
+    )
+
+
+def _user_error(err: BaseException) -> BaseException | None:
+    """The user error behind *err*, or None when *err* is unexpected.
+
+    jsonargparse wraps an error raised while it builds a config's classes (a
+    data module refusing its arguments) into its own "does not validate"
+    error; the error of geopeft's check is then found in the chain.
+    """
+    if _raised_by_us(err):
+        return err
+    path = _innermost_file(err)
+    if path is None or 'jsonargparse' not in path.parts:
+        return None
+    seen: set[int] = set()
+    cause = err.__cause__ or err.__context__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if _raised_by_us(cause):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _one_line(command: str, err: BaseException) -> int:
@@ -166,9 +195,10 @@ def main(args: Sequence[str] | None = None) -> int:
         else:
             lightning_cli(argv)
     except Exception as err:
-        if debug or not _raised_by_us(err):
+        user_error = None if debug else _user_error(err)
+        if user_error is None:
             raise
-        return _one_line(command, err)
+        return _one_line(command, user_error)
     return 0
 
 

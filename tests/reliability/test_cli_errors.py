@@ -76,3 +76,25 @@ def test_own_commands_get_the_same_treatment(
     monkeypatch.setattr(main_module, '_tool', lambda name: tool)
     assert main(['params', '--x']) == 1
     assert 'geopeft params: error: bad option --x' in capsys.readouterr().err
+
+
+def test_a_data_module_refusing_its_config_is_one_line_through_fit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rasters_data import make_raster
+
+    image = make_raster(tmp_path / 'image.tif', size=32, bands=1)
+    argv = [
+        'fit', '--model', 'PEFTSemanticSegmentation', '--model.init_args.model',
+        'unet', '--model.init_args.backbone', 'resnet18',
+        '--model.init_args.num_classes', '2', '--model.init_args.in_channels', '1',
+        '--data',
+        'RasterSegmentationDataModule', '--data.init_args.images', str(image),
+        '--data.init_args.labels', str(image), '--data.init_args.mean', '[0.0]',
+        '--data.init_args.std', '[0.0]', '--trainer.accelerator', 'cpu',
+    ]  # fmt: skip
+    # jsonargparse wraps the data module's error in its own; the line is ours.
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith('geopeft fit: error: std of band 1 is 0'), err
+    assert len(err) == 2
