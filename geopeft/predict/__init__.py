@@ -12,6 +12,7 @@ See ``docs/prediction.md``.
 from .blending import DiskAccumulator, StripAccumulator
 from .callback import GeoTIFFPredictionWriter
 from .encoding import OutputEncoding
+from .lock import OutputBusyError, OutputLock
 from .scene import ChipBatch, PredictionReport, RowEnd, iter_chips, predict_raster
 from .sources import SceneInputs
 from .windows import ChipGrid, RasterGrid, ramp_weights, window_weights
@@ -23,7 +24,9 @@ __all__ = (
     'DiskAccumulator',
     'GeoTIFFPredictionWriter',
     'GeoTIFFStripWriter',
+    'OutputBusyError',
     'OutputEncoding',
+    'OutputLock',
     'PredictionReport',
     'RasterGrid',
     'RowEnd',
