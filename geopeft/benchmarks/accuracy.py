@@ -86,7 +86,7 @@ KTDA_OPTIONS = (
 #: Task options of a ``ktda`` row (it has no PEFT modules, so no ``peft_*``).
 KTDA_TASK_OPTIONS = ('lr', 'weight_decay', *LOSS_OPTIONS)
 #: A run that predicts positives on less than this fraction of the labelled
-#: positive share is flagged as nearly collapsed (under-predicted).
+#: positive share is flagged as severely under-predicting (near a collapse).
 UNDER_PREDICTED = 0.2
 #: Default rows.
 DEFAULT_METHODS = ('torchgeo-full', 'torchgeo-frozen', 'full', 'linear', 'upetu')
@@ -558,7 +558,7 @@ class AccuracyRun:
 
     @property
     def under_predicted(self) -> bool:
-        """Whether the model nearly collapsed (but predicted some positives).
+        """Whether the model severely under-predicts (but predicted some positives).
 
         It predicted positives on less than :data:`UNDER_PREDICTED` of the share
         of items that is labelled positive.
@@ -1012,7 +1012,7 @@ class AccuracyResult:
         / ``diff_std``: the paired difference to ``torchgeo-full`` on the same
         fold and seed (when that row ran); ``collapsed``: runs that predicted no
         positive at all; ``under_predicted``: runs that predicted positives on
-        less than a fifth of the labelled share (nearly collapsed).
+        less than a fifth of the labelled share (severely under-predicting).
 
         Returns:
             The rows.
@@ -1097,8 +1097,8 @@ class AccuracyResult:
                 notes.append(
                     f'{entry["method"]}: {entry["under_predicted"]} of '
                     f'{entry["runs"]} runs UNDER-PREDICTED (positives predicted on '
-                    f'less than {UNDER_PREDICTED:.0%} of the labelled share: nearly '
-                    'collapsed; included in the mean)'
+                    f'less than {UNDER_PREDICTED:.0%} of the labelled share; included '
+                    'in the mean)'
                 )
         lines.append(
             '"vs TG full": paired difference to TorchGeo full fine-tuning on the '
