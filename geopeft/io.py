@@ -80,6 +80,30 @@ def save_figure(figure: Any, path: str | os.PathLike[str], dpi: int = 110) -> Pa
     return path
 
 
+def read_checkpoint(path: str | os.PathLike[str]) -> Any:
+    """Read a checkpoint safely (``weights_only``, memory-mapped) for inspection.
+
+    Args:
+        path: The ``.ckpt`` file.
+
+    Returns:
+        What ``torch.load`` returns.
+
+    Raises:
+        FileNotFoundError: If *path* does not exist.
+        ValueError: If it cannot be read (:func:`unreadable_checkpoint`).
+    """
+    import torch
+
+    if not Path(path).is_file():
+        msg = f'checkpoint not found: {path}'
+        raise FileNotFoundError(msg)
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+    except Exception as err:  # any parse failure means the same thing to a user
+        raise unreadable_checkpoint(path, err) from err
+
+
 def unreadable_checkpoint(path: str | os.PathLike[str], error: Exception) -> ValueError:
     """The error for a checkpoint ``torch.load`` could not read, with its cause.
 

@@ -4,9 +4,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
-from ..io import unreadable_checkpoint
+from ..io import read_checkpoint
 from ..peft import save_adapter
 from ..tasks import PEFTChangeDetection, PEFTClassification, PEFTSemanticSegmentation
 from ..tasks.peft_task import TASK_KEY
@@ -66,13 +64,7 @@ def export_adapter(checkpoint: Path, output: Path) -> int:
         FileNotFoundError: If *checkpoint* does not exist.
         ValueError: If the checkpoint is not a geopeft task checkpoint.
     """
-    if not checkpoint.is_file():
-        msg = f'checkpoint not found: {checkpoint}'
-        raise FileNotFoundError(msg)
-    try:
-        raw = torch.load(checkpoint, map_location='cpu', weights_only=True, mmap=True)
-    except Exception as err:  # any parse failure means the same thing to a user
-        raise unreadable_checkpoint(checkpoint, err) from err
+    raw = read_checkpoint(checkpoint)
     if not isinstance(raw, dict) or 'peft' not in raw.get('hyper_parameters', {}):
         msg = (
             f'{checkpoint} is not a checkpoint of a geopeft task (no "peft" '

@@ -24,7 +24,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 from torchgeo.tasks import ChangeDetection, SemanticSegmentation
 
-from ..io import unreadable_checkpoint
+from ..io import read_checkpoint
 from ..predict import predict_raster
 from ..predict.sources import fingerprint
 from ..predict.writer import COMPRESSIONS
@@ -77,13 +77,7 @@ def load_task(checkpoint: Path) -> LightningModule:
         FileNotFoundError: If *checkpoint* does not exist.
         ValueError: If it is not a geopeft checkpoint.
     """
-    if not checkpoint.is_file():
-        msg = f'checkpoint not found: {checkpoint}'
-        raise FileNotFoundError(msg)
-    try:
-        raw = torch.load(checkpoint, map_location='cpu', weights_only=True, mmap=True)
-    except Exception as err:  # any parse failure means the same thing to a user
-        raise unreadable_checkpoint(checkpoint, err) from err
+    raw = read_checkpoint(checkpoint)
     if not isinstance(raw, dict) or 'hyper_parameters' not in raw:
         msg = (
             f'{checkpoint} is not a Lightning checkpoint of a geopeft task (no '

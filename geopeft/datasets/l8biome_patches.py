@@ -478,10 +478,11 @@ def _remove_prepared(output_root: PathLibPath) -> None:
     The folders go only when they are left empty.
     """
     recorded = _recorded_patches(output_root)
-    for scene_id, names in recorded.items():
-        for name in [*names, *_orphans(output_root, {scene_id})]:
-            for path in _patch_files(output_root, name):
-                path.unlink(missing_ok=True)
+    listed = {name for names in recorded.values() for name in names}
+    for name in listed | _orphans(output_root, set(recorded)):
+        for path in _patch_files(output_root, name):
+            path.unlink(missing_ok=True)
+    for scene_id in recorded:
         (output_root / 'scenes' / f'{scene_id}.json').unlink(missing_ok=True)
     (output_root / SPLITS_FILE).unlink(missing_ok=True)
     for folder in ('scenes', 'images', 'masks'):

@@ -3,24 +3,9 @@
 from pathlib import Path
 
 import pytest
-from lightning.pytorch import Trainer
 from rasters_data import make_raster
 
 from geopeft.main import main
-from geopeft.tasks import PEFTSemanticSegmentation
-
-
-@pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    task = PEFTSemanticSegmentation(
-        model='unet', backbone='resnet18', weights=None, peft='upetu', in_channels=1,
-        num_classes=2,
-    )  # fmt: skip
-    trainer = Trainer(accelerator='cpu', logger=False, enable_progress_bar=False)
-    trainer.strategy.connect(task)
-    path = tmp_path_factory.mktemp('ckpt') / 'good.ckpt'
-    trainer.save_checkpoint(path)
-    return path
 
 
 def _damaged(checkpoint: Path, folder: Path, damage: str) -> Path:
@@ -43,7 +28,7 @@ CAUSES = {
 @pytest.mark.parametrize('damage', ['missing', *CAUSES])
 @pytest.mark.parametrize('command', ['export-adapter', 'predict-raster'])
 def test_bad_checkpoints_are_one_line_naming_the_file(
-    checkpoint: Path,
+    seg_checkpoint: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     damage: str,
@@ -52,7 +37,7 @@ def test_bad_checkpoints_are_one_line_naming_the_file(
     if damage == 'missing':
         path = tmp_path / 'missing.ckpt'
     else:
-        path = _damaged(checkpoint, tmp_path, damage)
+        path = _damaged(seg_checkpoint, tmp_path, damage)
     out = tmp_path / 'out.file'
     if command == 'export-adapter':
         argv = ['export-adapter', str(path), str(out)]
@@ -68,7 +53,8 @@ def test_bad_checkpoints_are_one_line_naming_the_file(
     assert not out.exists()
 
 
-def test_a_good_checkpoint_exports(checkpoint: Path, tmp_path: Path) -> None:
+def test_a_good_checkpoint_exports(seg_checkpoint: Path, tmp_path: Path) -> None:
     assert (
-        main(['export-adapter', str(checkpoint), str(tmp_path / 'a.safetensors')]) == 0
+        main(['export-adapter', str(seg_checkpoint), str(tmp_path / 'a.safetensors')])
+        == 0
     )

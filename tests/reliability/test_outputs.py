@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from lightning.pytorch import Trainer
 from rasters_data import make_raster
 from torch import Tensor
 
@@ -20,7 +19,6 @@ from geopeft.predict.encoding import OutputEncoding
 from geopeft.predict.lock import OutputBusyError, OutputLock, lock_path
 from geopeft.predict.windows import RasterGrid
 from geopeft.predict.writer import GeoTIFFStripWriter
-from geopeft.tasks import PEFTSemanticSegmentation
 
 FAST = {'progress': False, 'blocksize': 16, 'batch_size': 8, 'overlap': 4}
 
@@ -97,27 +95,17 @@ def test_a_failed_prediction_lets_go_of_its_output(tmp_path: Path, scene: Path) 
     assert not lock_path(out).exists()
 
 
-def _checkpoint(path: Path) -> Path:
-    task = PEFTSemanticSegmentation(
-        model='unet', backbone='resnet18', weights=None, peft='full', in_channels=1,
-        num_classes=2,
-    )  # fmt: skip
-    trainer = Trainer(accelerator='cpu', logger=False, enable_progress_bar=False)
-    trainer.strategy.connect(task)
-    trainer.save_checkpoint(path)
-    return path
-
-
 @pytest.mark.parametrize('through', ['path', 'symlink', 'relative'])
 def test_an_output_that_is_an_input_is_refused_even_with_overwrite(
     tmp_path: Path,
+    seg_checkpoint: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     through: str,
 ) -> None:
     scene = make_raster(tmp_path / 'scene.tif', size=(40, 40), values='random')
     before = scene.read_bytes()
-    ckpt = _checkpoint(tmp_path / 'seg.ckpt')
+    ckpt = seg_checkpoint
     out = str(scene)
     if through == 'symlink':
         (tmp_path / 'link.tif').symlink_to(scene)

@@ -42,18 +42,11 @@ def test_degenerate_normalisation_is_refused_where_it_is_set(
 
 
 def test_predict_raster_refuses_a_zero_std(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, seg_checkpoint: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     scene = make_raster(tmp_path / 'scene.tif', size=32, bands=1, values='random')
-    task = PEFTSemanticSegmentation(
-        model='unet', backbone='resnet18', weights=None, peft='full', in_channels=1,
-        num_classes=2,
-    )  # fmt: skip
-    trainer = Trainer(accelerator='cpu', logger=False, enable_progress_bar=False)
-    trainer.strategy.connect(task)
-    trainer.save_checkpoint(tmp_path / 'seg.ckpt')
     out = tmp_path / 'map.tif'
-    argv = [str(scene), str(out), '--ckpt', str(tmp_path / 'seg.ckpt')]
+    argv = [str(scene), str(out), '--ckpt', str(seg_checkpoint)]
     assert command.main([*argv, '--mean', '0', '--std', '0', '--no-progress']) == 1
     errors = [x for x in capsys.readouterr().err.splitlines() if 'error' in x]
     assert len(errors) == 1 and 'std of band 1 is 0' in errors[0], errors
