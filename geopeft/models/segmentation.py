@@ -9,6 +9,7 @@ from segmentation_models_pytorch.base import SegmentationModel
 from torch import nn
 
 from ..backbones import BackboneWeights, TimmBackbone
+from ..backbones.weights import check_backbone_name
 from ..peft import ParameterReport, PEFTConfig, adapter_nbytes, apply_peft
 from ..peft import parameter_report as _parameter_report
 from .encoder import PEFTEncoder
@@ -30,7 +31,11 @@ def is_plain_vit(name: str) -> bool:
     Returns:
         True for plain vision transformers (ViT, DeiT, DINOv2), which need the
         feature-pyramid neck and cannot dilate.
+
+    Raises:
+        ValueError: If timm does not know *name*.
     """
+    check_backbone_name(name)
     with torch.device('meta'):
         model = timm.create_model(name, num_classes=0)
     return len({level['reduction'] for level in model.feature_info}) == 1

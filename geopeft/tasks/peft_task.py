@@ -6,12 +6,14 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from segmentation_models_pytorch.base import SegmentationModel
 from torch import Tensor
 
 from ..peft import PEFTConfig, keep_frozen_batchnorm_eval, load_adapter
 from .optim import build_optimizer, default_peft_lr, peft_parameter_groups
+from .resume import RNG_KEY, restore_rng_states, rng_states
 
 #: Checkpoint key that names the task class (read by ``geopeft export-adapter``).
 TASK_KEY = 'geopeft_task'
@@ -33,7 +35,10 @@ class PEFTTaskMixin(LightningModule):
     * a non-finite training loss stops training with the step and the likely
       cause, before the weights become NaN;
     * labels whose only foreground equals ``ignore_index`` (0/255 masks with
-      ``ignore_index: 255``) raise a loud warning early in training.
+      ``ignore_index: 255``) raise a loud warning early in training;
+    * checkpoints hold the random-number states, and a fit resumed from one
+      (``--ckpt_path``) continues as the uninterrupted run would have
+      (:mod:`geopeft.tasks.resume`).
 
     Subclasses set ``self.adapter`` before TorchGeo's ``__init__`` and call
     :meth:`load_adapter_file` at the end of ``configure_models``.
@@ -67,6 +72,29 @@ class PEFTTaskMixin(LightningModule):
                 UserWarning,
                 stacklevel=2,
             )
+
+    def configure_metrics(self) -> None:
+        """Check the class counts the task's metrics need, then build them.
+
+        Raises:
+            ValueError: If ``task`` is ``multiclass`` without ``num_classes`` or
+                ``multilabel`` without ``num_labels`` (instead of torchmetrics'
+                error from deep inside the metric classes).
+        """
+        task = self.hparams.get('task', 'multiclass')
+        needs = {'multiclass': 'num_classes', 'multilabel': 'num_labels'}.get(task)
+        value = self.hparams.get(needs) if needs else None
+        if needs is not None and not isinstance(value, int):
+            what, hint = 'labels', ''
+            if needs == 'num_classes':
+                what = 'classes in the labels, background included'
+                hint = ', or task: binary for 0/1 masks'
+            msg = (
+                f'task={task!r} needs {needs} (the number of {what}), got '
+                f'{value!r}: set {needs} (in YAML, model.init_args.{needs}: N){hint}.'
+            )
+            raise ValueError(msg)
+        super().configure_metrics()
 
     @property
     def peft_config(self) -> PEFTConfig:
@@ -164,12 +192,13 @@ class PEFTTaskMixin(LightningModule):
         return self
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record the task class in the checkpoint.
+        """Record the task class and the random-number states in the checkpoint.
 
         Args:
             checkpoint: The checkpoint being written.
         """
         checkpoint[TASK_KEY] = f'{type(self).__module__}.{type(self).__qualname__}'
+        checkpoint[RNG_KEY] = rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Check that the checkpoint's tensors fit this task before loading them.
@@ -181,6 +210,7 @@ class PEFTTaskMixin(LightningModule):
             ValueError: If tensors have other shapes, e.g. a head for another
                 number of classes.
         """
+        self.resume_rng_states(checkpoint)
         saved = checkpoint.get('state_dict', {})
         own = self.state_dict()
         differ = [
@@ -212,6 +242,24 @@ class PEFTTaskMixin(LightningModule):
                 'with.'
             )
         raise ValueError(msg)
+
+    def resume_rng_states(self, checkpoint: dict[str, Any]) -> None:
+        """Put back the checkpoint's random-number states when fit resumes from it.
+
+        Lightning restores a checkpoint before its sanity check (which isolates
+        its own draws) and before it creates the training DataLoader iterator, so
+        everything drawn from here on is drawn as in the uninterrupted run. Only
+        when fitting: loading a checkpoint to test or predict, or with
+        ``load_from_checkpoint``, leaves the generators alone.
+
+        Args:
+            checkpoint: The Lightning checkpoint being restored.
+        """
+        states = checkpoint.get(RNG_KEY)
+        trainer = self._trainer
+        if states is not None and trainer is not None:
+            if trainer.state.fn == TrainerFn.FITTING:
+                restore_rng_states(states)
 
     def _is_head_key(self, key: str) -> bool:
         """Tell whether a state-dict key belongs to the task's output head."""

@@ -98,3 +98,41 @@ def test_a_data_module_refusing_its_config_is_one_line_through_fit(
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith('geopeft fit: error: std of band 1 is 0'), err
     assert len(err) == 2
+
+
+@pytest.mark.parametrize(
+    ('task', 'options', 'message'),
+    [
+        (
+            'PEFTSemanticSegmentation',
+            ['--model.init_args.model', 'unet'],
+            'num_classes',
+        ),
+        ('PEFTClassification', ['--model.init_args.model', 'resnet18'], 'num_classes'),
+        ('PEFTClassification', ['--model.init_args.task', 'multilabel'], 'num_labels'),
+    ],
+)
+def test_a_missing_class_count_is_one_line_through_fit(
+    task: str,
+    options: list[str],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from rasters_data import make_raster
+
+    image = make_raster(tmp_path / 'image.tif', size=32, bands=1)
+    argv = [
+        'fit', '--model', task, '--model.init_args.weights', 'null',
+        '--model.init_args.in_channels', '1', *options,
+        '--data', 'RasterSegmentationDataModule', '--data.init_args.images',
+        str(image), '--data.init_args.labels', str(image),
+        '--trainer.accelerator', 'cpu',
+    ]  # fmt: skip
+    # Before: torchmetrics' "Optional arg `num_classes` must be type `int`"
+    # with a 60-line traceback.
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith('geopeft fit: error: task='), err
+    assert f'needs {message}' in err[0] and f'set {message}' in err[0]
+    assert len(err) == 2

@@ -1,9 +1,11 @@
 """Faults around outputs: concurrent writers, outputs that are inputs, stale locks."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +121,44 @@ def test_an_output_that_is_an_input_is_refused_even_with_overwrite(
     assert len(errors) == 1 and 'is the input' in errors[0], errors
     assert scene.read_bytes() == before
     assert not partial_path(Path(out)).exists()
+
+
+def _rows_done(out: Path) -> int:
+    try:
+        return int(json.loads(progress_path(out).read_text())['rows_done'])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def test_predict_raster_killed_and_rerun_writes_the_uninterrupted_map(
+    tmp_path: Path, seg_checkpoint: Path
+) -> None:
+    source = make_raster(
+        tmp_path / 'scene.tif', size=(768, 96), bands=1, values='random', tile=16
+    )
+    options = ['--ckpt', str(seg_checkpoint), '--mean', '0', '--std', '1']
+    options += ['--chip-size', '32', '--overlap', '8', '--batch-size', '1']
+    options += ['--blocksize', '16', '--output', 'probabilities', '--no-progress']
+    whole = tmp_path / 'whole.tif'
+    assert command.main([str(source), str(whole), *options]) == 0
+
+    out = tmp_path / 'map.tif'
+    argv = [sys.executable, '-m', 'geopeft.main', 'predict-raster', str(source)]
+    run = subprocess.Popen([*argv, str(out), *options], stderr=subprocess.DEVNULL)
+    try:
+        while _rows_done(out) == 0 and run.poll() is None:
+            time.sleep(0.01)
+    finally:
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+    done = _rows_done(out)
+    assert run.returncode == -signal.SIGKILL and 0 < done < 768, (run.returncode, done)
+    assert not out.exists() and partial_path(out).exists()
+    assert lock_path(out).exists()  # left by kill -9, not held
+
+    assert command.main([str(source), str(out), *options]) == 0
+    assert not partial_path(out).exists() and not lock_path(out).exists()
+    with rasterio.open(whole) as a, rasterio.open(out) as b:
+        assert a.profile.keys() == b.profile.keys()
+        assert all(str(a.profile[k]) == str(b.profile[k]) for k in a.profile)
+        assert np.array_equal(a.read(), b.read(), equal_nan=True)
