@@ -59,16 +59,21 @@ PEFT_LR = 3e-3
 FULL_BACKBONE_LR = 3e-4
 
 
-def method_rates(method: str, lr: float | None) -> tuple[float, float]:
+def method_rates(
+    method: str, lr: float | None, peft_lr: float | None = None
+) -> tuple[float, float]:
     """The head and backbone learning rates of a method in the demo.
 
     Args:
         method: PEFT method name.
-        lr: ``--lr``: one rate for everything, overriding the rule.
+        lr: ``--lr``: the head's rate (and the backbone's unless *peft_lr*).
+        peft_lr: ``--peft-lr``: the trainable backbone parameters' rate.
 
     Returns:
         ``(lr, peft_lr)``.
     """
+    if peft_lr is not None:
+        return HEAD_LR if lr is None else lr, peft_lr
     if lr is not None:
         return lr, lr
     return HEAD_LR, FULL_BACKBONE_LR if method == 'full' else PEFT_LR
@@ -123,7 +128,7 @@ def run_method(
         num_workers=args.num_workers,
     )
     datamodule.setup('fit')
-    head_lr, peft_lr = method_rates(method, args.lr)
+    head_lr, peft_lr = method_rates(method, args.lr, args.peft_lr)
     task = PEFTClassification(
         model=args.backbone,
         weights=args.weights,
@@ -307,6 +312,13 @@ def main(argv: Sequence[str]) -> int:
         default=None,
         help=f'one learning rate for head and backbone (default: head {HEAD_LR:g}, '
         f'PEFT modules {PEFT_LR:g}, full fine-tuning backbone {FULL_BACKBONE_LR:g})',
+    )
+    parser.add_argument(
+        '--peft-lr',
+        type=float,
+        default=None,
+        help='learning rate of the trainable backbone parameters (PEFT modules, '
+        'or every backbone weight under full fine-tuning); the head keeps --lr',
     )
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--num-workers', type=int, default=0)

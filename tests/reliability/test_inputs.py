@@ -84,3 +84,37 @@ def test_an_image_without_crs_warns_that_the_map_has_none(tmp_path: Path) -> Non
     with pytest.warns(UserWarning, match='has no CRS.*no georeference either'):
         predict_raster(model, png, out, chip_size=32, overlap=8, progress=False)
     assert out.exists()
+
+
+def _damaged(path: Path, damage: str) -> Path:
+    """A GeoTIFF cut to a third of its bytes, or bytes that are no raster."""
+    if damage == 'garbage':
+        path.write_bytes(b'not a GeoTIFF\n' * 100)
+        return path
+    make_raster(path, size=64, bands=1, tile=16, values='random')
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    return path
+
+
+@pytest.mark.parametrize('damage', ['garbage', 'truncated'])
+def test_a_corrupt_geotiff_is_one_line_naming_it(
+    tmp_path: Path,
+    damage: str,
+    seg_checkpoint: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    scene = _damaged(tmp_path / 'scene.tif', damage)
+    out = tmp_path / 'map.tif'
+    argv = ['predict-raster', str(scene), str(out), '--ckpt', str(seg_checkpoint)]
+    argv += ['--mean', '0', '--std', '1', '--chip-size', '16', '--overlap', '4']
+    assert main([*argv, '--no-progress']) == 1
+    errors = [x for x in capsys.readouterr().err.splitlines() if 'error:' in x]
+    assert len(errors) == 1 and 'scene.tif' in errors[0], errors
+    assert not out.exists()
+
+    labels = make_raster(tmp_path / 'mask.tif', values=np.zeros((64, 64), 'uint8'))
+    module = RasterSegmentationDataModule(scene, labels, patch_size=16, batch_size=2)
+    with pytest.raises(RasterInputError, match='scene.tif'):
+        module.setup('fit')
+        next(iter(module.train_dataloader()))
