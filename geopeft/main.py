@@ -27,6 +27,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TextIO
 
 from lightning.pytorch.cli import ArgsType, LightningCLI
 from torchgeo.datamodules import BaseDataModule
@@ -58,6 +59,38 @@ _TOOLS = {
     'predict-raster': 'predict_raster',
     'results': 'results',
 }
+
+
+#: One line per command for ``geopeft --help`` (Lightning's first, then geopeft's).
+_SUMMARY = (
+    ('fit', 'train a task from a YAML config (LightningCLI, TorchGeo style)'),
+    ('validate', 'one validation epoch of a config, e.g. from --ckpt_path'),
+    ('test', 'one test epoch of a config (metrics on the test split)'),
+    ('predict', "the data module's predict split through the model (Lightning)"),
+    ('predict-raster', 'map whole scenes into tiled GeoTIFFs (blended, resumable)'),
+    ('export-adapter', 'the adapter-only .safetensors file of a checkpoint'),
+    ('params', 'parameter report of a PEFT model (trainable %, adapter size)'),
+    ('bench', 'benchmarks: peft, ktda, sampling, predict, accuracy (tables)'),
+    ('seeds', 'one config over several seeds: mean +- std of the test metrics'),
+    ('prepare', 'datasets that need a preparation step (l8biome patches)'),
+    ('demo', 'the offline end-to-end demonstration (the main job)'),
+    ('results', 'rebuild experiments/RESULTS.md from the result records'),
+)
+
+
+def _print_commands(file: TextIO = sys.stdout) -> None:
+    """Print every command with one line each (``geopeft``, ``geopeft --help``)."""
+    width = max(len(name) for name, _ in _SUMMARY) + 2
+    lines = [
+        f'usage: geopeft COMMAND [options]   (geopeft {__version__})',
+        '',
+        'commands (geopeft COMMAND --help for the options of one):',
+        *(f'  {name:<{width}}{line}' for name, line in _SUMMARY),
+        '',
+        'fit/validate/test/predict are LightningCLI: --config run.yaml, '
+        '--print_config, --ckpt_path; --debug (or GEOPEFT_DEBUG=1) shows tracebacks.',
+    ]
+    print('\n'.join(lines), file=file)
 
 
 def _tool(name: str) -> Callable[[Sequence[str]], int]:
@@ -184,6 +217,10 @@ def main(args: Sequence[str] | None = None) -> int:
     debug = '--debug' in argv or os.environ.get('GEOPEFT_DEBUG', '') not in ('', '0')
     argv = [arg for arg in argv if arg != '--debug']
     command = argv[0] if argv else ''
+    if command in ('', '-h', '--help'):
+        # Bare "geopeft" is a usage error: the list goes to stderr, status 2.
+        _print_commands(sys.stdout if command else sys.stderr)
+        return 0 if command else 2
     try:
         if command in _TOOLS:
             return _tool(command)(argv[1:])

@@ -253,3 +253,18 @@ def test_demo_maps_a_given_raster(tmp_path: Path) -> None:
         assert (f.width, f.height, f.crs.to_epsg()) == (70, 50, 26914)
         assert f.transform == profile['transform']
     assert not (out / 'scene.tif').exists()
+
+
+def test_help_lists_every_command_with_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from geopeft import main as main_module
+
+    assert main(['--help']) == 0
+    out = capsys.readouterr().out
+    commands = {'fit', 'validate', 'test', 'predict', *main_module._TOOLS}
+    listed = {line.split()[0] for line in out.splitlines() if line.startswith('  ')}
+    assert listed == commands
+    # Bare "geopeft" is a usage error with the same list on stderr.
+    assert main([]) == 2
+    assert 'predict-raster' in capsys.readouterr().err
