@@ -268,3 +268,17 @@ def test_help_lists_every_command_with_one_line(
     # Bare "geopeft" is a usage error with the same list on stderr.
     assert main([]) == 2
     assert 'predict-raster' in capsys.readouterr().err
+
+
+def test_params_lists_the_methods_with_their_own_options(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from geopeft.peft import METHODS
+
+    assert main(['params', '--list-methods', '--json']) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert list(table) == list(METHODS)
+    assert table['lora']['lora_r'] == 8 and 'bits' not in table['lora']
+    assert table['full'] == {} and table['upetu']['bits'] == 1
+    assert main(['params', '--list-methods']) == 0
+    assert 'prompt_tokens=8' in capsys.readouterr().out

@@ -13,7 +13,8 @@ from ..models import (
     build_segmentation_model,
     dense_parameter_report,
 )
-from ..peft import METHODS, ParameterReport
+from ..peft import METHODS, ParameterReport, PEFTConfig
+from ..peft.config import METHOD_FIELDS
 
 #: What ``--task`` accepts.
 TASKS = ('classification', 'segmentation', 'change')
@@ -42,12 +43,14 @@ def peft_options(args: argparse.Namespace, method: str | None = None) -> dict[st
         method: Method to use instead of ``args.peft``.
 
     Returns:
-        A mapping of :class:`~geopeft.peft.PEFTConfig` fields.
+        A mapping of :class:`~geopeft.peft.PEFTConfig` fields: ``--bits`` and
+        ``--hidden`` only for the methods that have them.
     """
     options: dict[str, Any] = {'method': method or args.peft}
-    if args.bits is not None:
+    own = METHOD_FIELDS.get(options['method'], ())
+    if args.bits is not None and 'bits' in own:
         options['bits'] = args.bits
-    if args.hidden is not None:
+    if args.hidden is not None and 'hidden' in own:
         options['hidden'] = args.hidden
     return options
 
@@ -103,6 +106,34 @@ def build_report(args: argparse.Namespace) -> tuple[str, ParameterReport]:
     return title, dense_parameter_report(dense)
 
 
+def method_table(*, as_json: bool = False) -> str:
+    """Every PEFT method with its own options and their defaults.
+
+    Args:
+        as_json: One JSON object ``{method: {option: default}}`` instead.
+
+    Returns:
+        The table (or JSON) as text.
+    """
+    defaults = PEFTConfig().to_dict()
+    table = {
+        method: {name: defaults[name] for name in METHOD_FIELDS[method]}
+        for method in METHODS
+    }
+    if as_json:
+        return json.dumps(table)
+    width = max(map(len, METHODS)) + 2
+    lines = [f'{"method":<{width}}options (defaults)']
+    for method, options in table.items():
+        shown = ', '.join(f'{k}={v}' for k, v in options.items()) or '-'
+        lines.append(f'{method:<{width}}{shown}')
+    lines.append(
+        'hidden/scale None: the method default (EQAM 16 / 1.0, adapter 64 / 0.1); '
+        'YAML: peft: {method: lora, lora_r: 4}'
+    )
+    return '\n'.join(lines)
+
+
 def main(argv: Sequence[str]) -> int:
     """Print the parameter report.
 
@@ -134,7 +165,15 @@ def main(argv: Sequence[str]) -> int:
         help='decoder width of dense models (architecture default if unset)',
     )
     parser.add_argument('--json', action='store_true', help='print one JSON object')
+    parser.add_argument(
+        '--list-methods',
+        action='store_true',
+        help='print every PEFT method with its options and their defaults',
+    )
     args = parser.parse_args(argv)
+    if args.list_methods:
+        print(method_table(as_json=args.json))
+        return 0
     if args.task == 'change' and args.num_classes == parser.get_default('num_classes'):
         args.num_classes = 1
     try:

@@ -20,6 +20,23 @@ METHODS = (
     'upetu',
 )
 
+#: The options each method reads; the others must keep their defaults.
+METHOD_FIELDS: dict[str, tuple[str, ...]] = {
+    'full': (),
+    'linear': ('adapt_batchnorm',),
+    'bitfit': ('adapt_batchnorm',),
+    'adapter': ('hidden', 'scale', 'learn_scale', 'adapt_batchnorm'),
+    'lora': (
+        'lora_r', 'lora_alpha', 'lora_dropout', 'target_modules', 'adapt_batchnorm',
+    ),
+    'prompt': ('prompt_size', 'prompt_tokens', 'adapt_batchnorm'),
+    'eqam': ('bits', 'hidden', 'scale', 'learn_scale', 'adapt_batchnorm'),
+    'capm': ('prompt_size', 'adapt_batchnorm'),
+    'upetu': (
+        'bits', 'hidden', 'scale', 'learn_scale', 'prompt_size', 'adapt_batchnorm',
+    ),
+}  # fmt: skip
+
 #: Allowed Q-Linear bit widths; 32 is an ordinary full-precision linear layer.
 BITS = (1, 2, 4, 8, 32)
 
@@ -29,6 +46,9 @@ class PEFTConfig:
     """How to adapt a backbone: a method and its options.
 
     The same fields work from Python and from YAML (a mapping of these fields).
+
+    A method reads only its own options (:data:`METHOD_FIELDS`); setting another
+    method's option (``lora_r`` for ``bitfit``) is an error, not ignored.
 
     Attributes:
         method: One of :data:`METHODS`.
@@ -82,6 +102,7 @@ class PEFTConfig:
                 f'Valid methods: {", ".join(METHODS)}.'
             )
             raise ValueError(msg)
+        self._check_fields_of_method()
         if self.bits not in BITS:
             msg = (
                 f'bits must be one of {", ".join(map(str, BITS))} (32 = full-precision '
@@ -95,6 +116,28 @@ class PEFTConfig:
                 raise ValueError(msg)
         if not 0.0 <= self.lora_dropout < 1.0:
             msg = f'lora_dropout must be in [0, 1), got {self.lora_dropout}.'
+            raise ValueError(msg)
+
+    def _check_fields_of_method(self) -> None:
+        """Refuse options the method does not read (instead of ignoring them).
+
+        Raises:
+            ValueError: Naming the option, the method's own options and the
+                methods that have the option.
+        """
+        own = METHOD_FIELDS[self.method]
+        for field in dataclasses.fields(self):
+            if field.name == 'method' or field.name in own:
+                continue
+            value = getattr(self, field.name)
+            if value == field.default:
+                continue
+            others = [m for m, names in METHOD_FIELDS.items() if field.name in names]
+            msg = (
+                f'PEFT method "{self.method}" has no option {field.name} (got '
+                f'{value!r}); its options: {", ".join(own) or "none"}. '
+                f'{field.name} belongs to {", ".join(others)}.'
+            )
             raise ValueError(msg)
 
     @classmethod

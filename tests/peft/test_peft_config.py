@@ -13,12 +13,31 @@ def test_method_name() -> None:
 
 
 def test_mapping_round_trip() -> None:
-    config = PEFTConfig.from_any(
-        {'method': 'eqam', 'bits': 4, 'hidden': 8, 'target_modules': ('fc1',)}
-    )
+    config = PEFTConfig.from_any({'method': 'eqam', 'bits': 4, 'hidden': 8})
     assert config.bits == 4 and config.hidden == 8
-    assert config.target_modules == ['fc1']
     assert PEFTConfig.from_any(config.to_dict()) == config
+    lora = PEFTConfig.from_any({'method': 'lora', 'target_modules': ('fc1',)})
+    assert lora.target_modules == ['fc1']
+    assert PEFTConfig.from_any(lora.to_dict()) == lora
+
+
+@pytest.mark.parametrize(
+    ('options', 'message'),
+    [
+        ({'method': 'bitfit', 'lora_r': 4}, 'has no option lora_r.*belongs to lora'),
+        (
+            {'method': 'lora', 'bits': 8},
+            'its options: lora_r, .*belongs to eqam, upetu',
+        ),
+        ({'method': 'full', 'hidden': 8}, 'its options: none'),
+        ({'method': 'eqam', 'target_modules': ['fc1']}, 'no option target_modules'),
+    ],
+)
+def test_options_of_another_method_are_refused(
+    options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        PEFTConfig.from_any(options)
 
 
 def test_config_instance_passes_through() -> None:
