@@ -526,6 +526,8 @@ class AccuracyRun:
         fit_seconds: Wall time of the fit.
         peft_lr: The rate the row's PEFT parameters trained at (geopeft rows;
             None for anchors, KTDA rows and runs recorded before it was kept).
+        loss: The segmentation loss the run trained with (None for the other
+            tasks and for runs recorded before it was kept, which used 'ce').
     """
 
     row: str
@@ -536,6 +538,7 @@ class AccuracyRun:
     total: int
     fit_seconds: float
     peft_lr: float | None = None
+    loss: str | None = None
 
     @property
     def collapsed(self) -> bool:
@@ -1129,14 +1132,38 @@ def row_peft_lr(row: AccuracyRow, settings: AccuracySettings) -> float | None:
     return lr if resolved is None else float(resolved)
 
 
+def row_loss(row: AccuracyRow, settings: AccuracySettings) -> str | None:
+    """The loss a segmentation row trains with (None for the other tasks).
+
+    The row's ``loss=`` option; else TorchGeo's 'ce' for the anchors and KTDA
+    rows, and geopeft's :func:`~geopeft.tasks.segmentation.default_segmentation_loss`
+    for geopeft's rows.
+    """
+    from ..tasks.segmentation import default_segmentation_loss
+
+    if settings.task != 'segmentation':
+        return None
+    options = dict(row.task_options)
+    if 'loss' in options:
+        return str(options['loss'])
+    if row.is_anchor or row.ktda:
+        return 'ce'
+    weights = options.get('class_weights')
+    return default_segmentation_loss('multiclass', settings.num_classes, weights)
+
+
 def _still_valid(
     run: AccuracyRun, row: AccuracyRow, settings: AccuracySettings
 ) -> bool:
     """Whether a recorded run trained the row as the current defaults would.
 
     Runs recorded before ``peft_lr`` was kept trained their PEFT parameters at
-    ``peft_lr`` if set, else at ``lr`` (the default then).
+    ``peft_lr`` if set, else at ``lr`` (the default then); runs recorded before
+    ``loss`` was kept trained segmentation rows with 'ce'.
     """
+    loss = row_loss(row, settings)
+    if loss is not None and (run.loss or 'ce') != loss:
+        return False
     expected = row_peft_lr(row, settings)
     if expected is None:
         return True
@@ -1235,6 +1262,7 @@ def run_accuracy(
             with quiet_lightning(), _no_grad_mode_leak():
                 run = fit_and_score(problem, row, fold, seed, run_dir)
             run.peft_lr = row_peft_lr(row, settings)
+            run.loss = row_loss(row, settings)
             result.runs.append(run)
             with log.open('a') as handle:
                 handle.write(json.dumps({'key': key, **dataclasses.asdict(run)}) + '\n')

@@ -220,7 +220,6 @@ class SegmentationProblem(Problem):
             'task': 'multiclass',
             'num_classes': self.settings.num_classes,
             'ignore_index': self.settings.ignore_index,
-            'loss': 'ce',
         }
 
     def geopeft_task(self, row: AccuracyRow) -> LightningModule:

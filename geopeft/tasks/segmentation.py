@@ -11,6 +11,37 @@ from ..models import build_segmentation_model
 from .optim import SchedulerName
 from .peft_task import PEFTTaskMixin
 
+#: A segmentation loss name (TorchGeo's).
+LossName = Literal['ce', 'bce', 'jaccard', 'focal', 'dice']
+
+
+def default_segmentation_loss(
+    task: str, num_classes: int | None, class_weights: object = None
+) -> LossName:
+    """The loss of a segmentation task whose ``loss`` is not given.
+
+    Dice for a foreground against background (``task='binary'``, or two classes),
+    cross-entropy otherwise and whenever ``class_weights`` are given (they weight
+    cross-entropy). Measured on a real building chip (WorldView, 2 spatial folds x
+    3 seeds, ``docs/accuracy.md``): dice lifted UPetu's building F1 from 0.373 to
+    0.441 and TorchGeo's U-Net from 0.252 to 0.421, doubled recall and removed the
+    near-collapses of cross-entropy on a sparse foreground. Balanced multi-class
+    maps keep TorchGeo's cross-entropy (not measured otherwise).
+
+    Args:
+        task: ``'binary'``, ``'multiclass'`` or ``'multilabel'``.
+        num_classes: Classes of a multiclass task.
+        class_weights: The task's class weights, if any.
+
+    Returns:
+        ``'dice'`` or ``'ce'``.
+    """
+    if class_weights is not None:
+        return 'ce'
+    if task == 'binary' or (task == 'multiclass' and num_classes == 2):
+        return 'dice'
+    return 'ce'
+
 
 class PEFTSemanticSegmentation(PEFTTaskMixin, SemanticSegmentation):
     """Semantic segmentation whose encoder is a PEFT-adapted backbone.
@@ -38,7 +69,7 @@ class PEFTSemanticSegmentation(PEFTTaskMixin, SemanticSegmentation):
         labels: list[str] | None = None,
         num_filters: int = 3,
         pos_weight: Tensor | None = None,
-        loss: Literal['ce', 'bce', 'jaccard', 'focal', 'dice'] = 'ce',
+        loss: LossName | None = None,
         class_weights: Tensor | Sequence[float] | None = None,
         ignore_index: int | None = None,
         lr: float = 1e-3,
@@ -77,7 +108,9 @@ class PEFTSemanticSegmentation(PEFTTaskMixin, SemanticSegmentation):
             num_filters: Accepted for TorchGeo compatibility; only TorchGeo's
                 ``fcn`` uses it, and ``fcn`` has no backbone to adapt.
             pos_weight: Weight of positive examples for the 'bce' loss.
-            loss: One of 'ce', 'bce', 'jaccard', 'focal', or 'dice'.
+            loss: One of 'ce', 'bce', 'jaccard', 'focal', or 'dice'; None picks
+                :func:`default_segmentation_loss` (dice for two classes,
+                cross-entropy otherwise; TorchGeo's default is always 'ce').
             class_weights: Per-class weights for the 'ce' loss.
             ignore_index: Class index ignored by loss and metrics.
             lr: Learning rate.
@@ -128,6 +161,19 @@ class PEFTSemanticSegmentation(PEFTTaskMixin, SemanticSegmentation):
             freeze_backbone=freeze_backbone,
             freeze_decoder=freeze_decoder,
         )
+
+    def configure_losses(self) -> None:
+        """Resolve an unset ``loss`` (:func:`default_segmentation_loss`), then build it.
+
+        Resolved into the hyper-parameters, so that checkpoints hold the loss used
+        (LightningCLI hands the task its arguments as given, ``loss: null``).
+        """
+        hparams = self.hparams
+        if hparams['loss'] is None:
+            hparams['loss'] = default_segmentation_loss(
+                hparams['task'], hparams['num_classes'], hparams['class_weights']
+            )
+        super().configure_losses()
 
     def configure_models(self) -> None:
         """Build the backbone, load its weights, apply PEFT, add decoder and head."""

@@ -495,3 +495,35 @@ def test_runs_made_under_other_peft_lr_defaults_are_run_again() -> None:
     assert not accuracy._still_valid(
         recorded('upetu', 0.01), parse_row('upetu'), AccuracySettings(lr=1e-4)
     )
+
+
+def test_segmentation_runs_made_under_another_loss_are_run_again() -> None:
+    settings = AccuracySettings(task='segmentation', lr=1e-3, num_classes=2)
+
+    def recorded(name: str, loss: str | None) -> accuracy.AccuracyRun:
+        peft_lr = accuracy.row_peft_lr(parse_row(name), settings)
+        run = accuracy.AccuracyRun(name, 0, 0, {'f1': 0.5}, 1, 1, 0.0, peft_lr)
+        run.loss = loss
+        return run
+
+    # geopeft's two-class default is dice; TorchGeo's anchors and KTDA keep 'ce'.
+    expected = {
+        'upetu': 'dice', 'linear': 'dice', 'upetu:loss=ce': 'ce',
+        'upetu:class_weights=1+4': 'ce', 'torchgeo-full': 'ce',
+        'torchgeo-full:loss=dice': 'dice', 'ktda': 'ce',
+    }  # fmt: skip
+    for spec, loss in expected.items():
+        assert accuracy.row_loss(parse_row(spec), settings) == loss, spec
+    # Runs recorded before the loss was kept trained with 'ce'.
+    assert not accuracy._still_valid(
+        recorded('upetu', None), parse_row('upetu'), settings
+    )
+    assert accuracy._still_valid(
+        recorded('upetu', 'dice'), parse_row('upetu'), settings
+    )
+    assert accuracy._still_valid(
+        recorded('torchgeo-full', None), parse_row('torchgeo-full'), settings
+    )
+    three = dataclasses.replace(settings, num_classes=3)
+    assert accuracy.row_loss(parse_row('upetu'), three) == 'ce'
+    assert accuracy.row_loss(parse_row('upetu'), AccuracySettings()) is None

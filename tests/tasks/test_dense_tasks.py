@@ -167,3 +167,33 @@ def test_fit_then_export_adapter(tmp_path: Path) -> None:
     x = torch.randn(1, 2, 3, 64, 64)
     with torch.inference_mode():
         assert torch.equal(restored.eval()(x), rebuilt.eval()(x))
+
+
+@pytest.mark.parametrize(
+    ('options', 'loss', 'criterion'),
+    [
+        ({'num_classes': 2}, 'dice', 'DiceLoss'),
+        ({'task': 'binary'}, 'dice', 'DiceLoss'),
+        ({'num_classes': 3}, 'ce', 'CrossEntropyLoss'),
+        ({'num_classes': 2, 'class_weights': [1.0, 4.0]}, 'ce', 'CrossEntropyLoss'),
+        ({'num_classes': 2, 'loss': 'ce'}, 'ce', 'CrossEntropyLoss'),
+        ({'num_classes': 3, 'loss': 'focal'}, 'focal', 'FocalLoss'),
+    ],
+)
+def test_segmentation_loss_default_is_dice_for_two_classes(
+    options: dict[str, object], loss: str, criterion: str, tmp_path: Path
+) -> None:
+    task = PEFTSemanticSegmentation(
+        model='unet', backbone='resnet18', weights=None, peft='linear', in_channels=1,
+        **options,
+    )  # fmt: skip
+    assert task.hparams['loss'] == loss
+    assert type(task.criterion).__name__ == criterion
+    # The checkpoint holds the loss used, so a reload trains the same loss.
+    trainer = Trainer(accelerator='cpu', logger=False, enable_progress_bar=False)
+    trainer.strategy.connect(task)
+    trainer.save_checkpoint(tmp_path / 'task.ckpt')
+    reloaded = PEFTSemanticSegmentation.load_from_checkpoint(
+        tmp_path / 'task.ckpt', weights_only=True
+    )
+    assert reloaded.hparams['loss'] == loss
