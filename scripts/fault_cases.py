@@ -208,6 +208,21 @@ def _predict(
     return [*argv, *[str(root / x) if x.endswith('.ckpt') else x for x in extra]]
 
 
+def _bench(root: Path, *extra: str) -> list[str]:
+    """``geopeft bench accuracy`` on the generated 3-pair change folder."""
+    argv = ['bench', 'accuracy', '--task', 'change', '--root', str(root / 'pairs')]
+    return [
+        *argv,
+        '--folds',
+        '2',
+        '--weights',
+        'none',
+        '--out',
+        str(root / 'bench'),
+        *extra,
+    ]
+
+
 def _cases() -> list[Case]:
     """The table of bad inputs and faults."""
     fit, predict = 'fit: data and config', 'predict-raster'
@@ -525,62 +540,19 @@ def _cases() -> list[Case]:
         Case(
             'bench accuracy',
             'more folds than pairs',
-            lambda r: [
-                'bench',
-                'accuracy',
-                '--task',
-                'change',
-                '--root',
-                str(r / 'pairs'),
-                '--folds',
-                '5',
-                '--weights',
-                'none',
-                '--out',
-                str(r / 'bench'),
-            ],
+            lambda r: _bench(r, '--folds', '5'),
             ('5', 'fold'),
         ),
         Case(
             'bench accuracy',
             'unknown method',
-            lambda r: [
-                'bench',
-                'accuracy',
-                '--task',
-                'change',
-                '--root',
-                str(r / 'pairs'),
-                '--folds',
-                '2',
-                '--methods',
-                'nosuch',
-                '--weights',
-                'none',
-                '--out',
-                str(r / 'bench'),
-            ],
+            lambda r: _bench(r, '--methods', 'nosuch'),
             ('nosuch',),
         ),
         Case(
             'bench accuracy',
             'ktda row outside segmentation',
-            lambda r: [
-                'bench',
-                'accuracy',
-                '--task',
-                'change',
-                '--root',
-                str(r / 'pairs'),
-                '--folds',
-                '2',
-                '--methods',
-                'ktda',
-                '--weights',
-                'none',
-                '--out',
-                str(r / 'bench'),
-            ],
+            lambda r: _bench(r, '--methods', 'ktda'),
             ('ktda',),
         ),
     ]
