@@ -282,3 +282,15 @@ def test_params_lists_the_methods_with_their_own_options(
     assert table['full'] == {} and table['upetu']['bits'] == 1
     assert main(['params', '--list-methods']) == 0
     assert 'prompt_tokens=8' in capsys.readouterr().out
+
+
+def test_model_is_the_option_name_everywhere(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # --model as in YAML; --arch stays an alias.
+    for flag in ('--model', '--arch'):
+        argv = ['params', '--task', 'segmentation', flag, 'unet']
+        assert (
+            main([*argv, '--backbone', 'resnet18', '--peft', 'linear', '--json']) == 0
+        )
+        assert json.loads(capsys.readouterr().out)['arch'] == 'unet'

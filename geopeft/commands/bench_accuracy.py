@@ -57,7 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     add('--labels', help='segmentation: the label raster (or vector file)')
     add('--backbone', default=d.backbone, help='timm backbone name')
     add('--weights', default=d.weights, help="'imagenet' or 'none'")
-    add('--arch', default=d.arch, help="geopeft's SMP architecture (dense tasks)")
+    add(
+        '--model',
+        '--arch',
+        dest='arch',
+        default=d.arch,
+        help="geopeft's SMP architecture (dense tasks), as model: in YAML",
+    )
     add(
         '--methods',
         nargs='+',

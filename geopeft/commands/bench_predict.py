@@ -248,8 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         '--sizes', type=int, nargs='+', default=list(DEFAULT_SIZES), help='scene px'
     )
-    parser.add_argument('--arch', default='unet', help='SMP architecture')
-    parser.add_argument('--encoder', default='resnet18', help='SMP encoder')
+    parser.add_argument(
+        '--model', '--arch', dest='arch', default='unet', help='SMP architecture'
+    )
+    parser.add_argument(
+        '--backbone',
+        '--encoder',
+        dest='encoder',
+        default='resnet18',
+        help="the encoder (SMP's name)",
+    )
     parser.add_argument('--bands', type=int, default=3)
     parser.add_argument('--classes', type=int, default=2)
     parser.add_argument('--dtype', choices=['uint8', 'uint16'], default='uint8')

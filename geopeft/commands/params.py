@@ -152,7 +152,9 @@ def main(argv: Sequence[str]) -> int:
     add_peft_arguments(parser)
     parser.add_argument('--task', choices=TASKS, default='classification')
     parser.add_argument(
+        '--model',
         '--arch',
+        dest='arch',
         default='upernet',
         help=f'SMP decoder for dense tasks: {", ".join(ARCHITECTURES)}',
     )

@@ -269,7 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
         'used when there is no --ckpt',
     )
     parser.add_argument(
+        '--mode',
         '--output',
+        dest='output',
         choices=['classes', 'probabilities'],
         default='classes',
         help='class map (arg-max; one-channel models: probability > --threshold) '
@@ -384,7 +386,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     channels, activation = output_channels(task)
     if args.output == 'classes' and task.hparams.get('task') == 'multilabel':
         msg = (
-            'a multi-label task has no single class per pixel: use --output '
+            'a multi-label task has no single class per pixel: use --mode '
             'probabilities'
         )
         raise ValueError(msg)

@@ -97,7 +97,7 @@ def test_config_datamodule_normalises_like_mean_std(
         '    std: [1000.0, 2000.0, 3000.0]\n'
     )
     by_config, by_values = tmp_path / 'a.tif', tmp_path / 'b.tif'
-    base = ['--ckpt', str(segmentation), *FAST, '--output', 'probabilities']
+    base = ['--ckpt', str(segmentation), *FAST, '--mode', 'probabilities']
     assert (
         command.main([str(image), str(by_config), *base, '--config', str(config)]) == 0
     )
