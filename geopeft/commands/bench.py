@@ -194,6 +194,24 @@ def plan_variants(
     return list(dict.fromkeys(variants))
 
 
+def _model_image_size(args: argparse.Namespace) -> int | None:
+    """The ``img_size`` of the benchmarked model: ``--image-size`` if it takes one.
+
+    ViT and Swin are built for the batch's size; other models take none.
+    """
+    if args.img_size is not None:
+        return args.img_size
+    import timm
+    import torch
+
+    with torch.device('meta'):
+        try:
+            timm.create_model(args.backbone, num_classes=0, img_size=args.image_size)
+        except TypeError:
+            return None
+    return args.image_size
+
+
 def run_variant(args: argparse.Namespace, variant: Variant) -> dict[str, Any]:
     """Benchmark one variant in a subprocess.
 
@@ -217,7 +235,7 @@ def run_variant(args: argparse.Namespace, variant: Variant) -> dict[str, Any]:
         'hidden': args.hidden,
         'num_classes': args.num_classes,
         'in_channels': args.in_channels,
-        'img_size': args.img_size,
+        'img_size': _model_image_size(args),
         'batch_size': args.batch_size,
         'image_size': args.image_size,
         'steps': args.steps,
@@ -359,7 +377,14 @@ def bench_peft(argv: Sequence[str]) -> int:
     parser.set_defaults(backbone='convnext_tiny')
     parser.add_argument('--methods', nargs='+', default=list(DEFAULT_METHODS))
     parser.add_argument('--batch-size', type=int, default=8)
-    parser.add_argument('--image-size', type=int, default=224)
+    parser.add_argument(
+        '--image-size',
+        type=int,
+        default=224,
+        help='batch image size, and the input size of models that take one (ViT)',
+    )
+    # Before --image-size fed the models too: the ViT/Swin input size alone.
+    parser.add_argument('--img-size', type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument('--steps', type=int, default=5, help='timed steps')
     parser.add_argument('--warmup', type=int, default=2, help='untimed steps')
     parser.add_argument('--device', default='auto', help="'cpu', 'cuda' or 'auto'")

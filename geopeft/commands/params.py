@@ -32,7 +32,6 @@ def add_peft_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--hidden', type=int, default=None, help='adapter width')
     parser.add_argument('--num-classes', type=int, default=21)
     parser.add_argument('--in-channels', type=int, default=3)
-    parser.add_argument('--img-size', type=int, default=None, help='ViT/Swin input')
 
 
 def peft_options(args: argparse.Namespace, method: str | None = None) -> dict[str, Any]:
@@ -150,6 +149,14 @@ def main(argv: Sequence[str]) -> int:
         'adapter file. Weights are not needed (random init).',
     )
     add_peft_arguments(parser)
+    parser.add_argument(
+        '--image-size',
+        '--img-size',
+        dest='img_size',
+        type=int,
+        default=None,
+        help='input size of models that take one (ViT, Swin)',
+    )
     parser.add_argument('--task', choices=TASKS, default='classification')
     parser.add_argument(
         '--model',

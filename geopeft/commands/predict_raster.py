@@ -386,8 +386,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     channels, activation = output_channels(task)
     if args.output == 'classes' and task.hparams.get('task') == 'multilabel':
         msg = (
-            'a multi-label task has no single class per pixel: use --mode '
-            'probabilities'
+            'a multi-label task has no single class per pixel: use --mode probabilities'
         )
         raise ValueError(msg)
     source = args.ckpt if args.ckpt is not None else args.config

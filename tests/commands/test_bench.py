@@ -188,3 +188,17 @@ def test_bench_variants_json(
 
     table = bench.format_table(rows)
     assert 'upetu+ckpt' in table and 'live MB' in table and 'saved MB' in table
+
+
+def test_the_batch_image_size_sizes_models_that_take_one() -> None:
+    import argparse
+
+    from geopeft.commands.bench import _model_image_size
+
+    def size(backbone: str, img_size: int | None = None) -> int | None:
+        args = argparse.Namespace(backbone=backbone, image_size=112, img_size=img_size)
+        return _model_image_size(args)
+
+    assert size('convnext_atto') is None
+    assert size('vit_tiny_patch16_224') == 112
+    assert size('vit_tiny_patch16_224', img_size=96) == 96  # the old --img-size
