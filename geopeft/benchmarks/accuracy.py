@@ -1128,8 +1128,7 @@ def row_peft_lr(row: AccuracyRow, settings: AccuracySettings) -> float | None:
         return None
     options = dict(row.task_options)
     lr = float(options.get('lr', settings.lr))
-    resolved = default_peft_lr(row.peft.method, lr, options.get('peft_lr'))
-    return lr if resolved is None else float(resolved)
+    return default_peft_lr(row.peft.method, lr, options.get('peft_lr'))
 
 
 def row_loss(row: AccuracyRow, settings: AccuracySettings) -> str | None:

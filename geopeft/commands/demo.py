@@ -78,8 +78,7 @@ def method_rates(
     from ..tasks.optim import default_peft_lr
 
     base = DEMO_LR if lr is None else lr
-    resolved = default_peft_lr(method, base, peft_lr)
-    return base, base if resolved is None else resolved
+    return base, default_peft_lr(method, base, peft_lr)
 
 
 def evaluate(task: PEFTClassification, datamodule: SceneFolderDataModule) -> Tensor:

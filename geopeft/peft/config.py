@@ -7,20 +7,8 @@ from typing import Any
 
 from ..suggest import did_you_mean
 
-#: Every PEFT method :func:`~geopeft.peft.apply_peft` knows.
-METHODS = (
-    'full',
-    'linear',
-    'bitfit',
-    'adapter',
-    'lora',
-    'prompt',
-    'eqam',
-    'capm',
-    'upetu',
-)
-
-#: The options each method reads; the others must keep their defaults.
+#: Every PEFT method :func:`~geopeft.peft.apply_peft` knows, with the options it
+#: reads; a method's other options must keep their defaults.
 METHOD_FIELDS: dict[str, tuple[str, ...]] = {
     'full': (),
     'linear': ('adapt_batchnorm',),
@@ -36,6 +24,8 @@ METHOD_FIELDS: dict[str, tuple[str, ...]] = {
         'bits', 'hidden', 'scale', 'learn_scale', 'prompt_size', 'adapt_batchnorm',
     ),
 }  # fmt: skip
+#: Every PEFT method's name, in the table's order.
+METHODS = tuple(METHOD_FIELDS)
 
 #: Allowed Q-Linear bit widths; 32 is an ordinary full-precision linear layer.
 BITS = (1, 2, 4, 8, 32)

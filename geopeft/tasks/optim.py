@@ -22,7 +22,7 @@ SCALED_PEFT_LR_METHODS = ('upetu', 'eqam', 'capm')
 PEFT_LR_SCALE = 10.0
 
 
-def default_peft_lr(method: str, lr: float, peft_lr: float | None) -> float | None:
+def default_peft_lr(method: str, lr: float, peft_lr: float | None) -> float:
     """The learning rate of a method's PEFT parameters.
 
     Args:
@@ -32,14 +32,14 @@ def default_peft_lr(method: str, lr: float, peft_lr: float | None) -> float | No
 
     Returns:
         *peft_lr* when set; else ``PEFT_LR_SCALE * lr`` for
-        :data:`SCALED_PEFT_LR_METHODS`, and None (the base rate) for the others
-        (full fine-tuning, BitFit, LoRA, adapters, prompts: not measured).
+        :data:`SCALED_PEFT_LR_METHODS`, and *lr* for the others (full
+        fine-tuning, BitFit, LoRA, adapters, prompts: not measured).
     """
     if peft_lr is not None:
-        return peft_lr
+        return float(peft_lr)
     if method in SCALED_PEFT_LR_METHODS:
         return PEFT_LR_SCALE * lr
-    return None
+    return float(lr)
 
 
 def trainable_parameters(module: nn.Module) -> list[nn.Parameter]:
